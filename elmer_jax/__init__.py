@@ -1,0 +1,1 @@
+"""elmer_jax: pretrain, fine-tune, decode and export ELMER in JAX/Flax."""

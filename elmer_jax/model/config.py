@@ -1,0 +1,76 @@
+"""ElmerConfig: the numbers that define an ELMER model, and its presets.
+
+A frozen dataclass so it can be hashed into jit caches and bound from gin at
+the entry points (`gin_configs/models/*.gin`) without the library importing gin.
+"""
+
+import dataclasses
+import jax.numpy as jnp
+
+# Remat policies by name: names are what gin files and flags carry.
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+
+
+@dataclasses.dataclass(frozen=True)
+class ElmerConfig:
+  """Shape, special ids and numerics of an ELMER (BART-shaped) model."""
+
+  vocab_size: int = 50265
+  d_model: int = 768
+  num_heads: int = 12
+  d_ff: int = 3072
+  encoder_layers: int = 6
+  decoder_layers: int = 6
+  max_positions: int = 1024
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  activation_dropout_rate: float = 0.1
+  layer_norm_eps: float = 1e-5
+  init_std: float = 0.02
+  pad_id: int = 1
+  bos_id: int = 0
+  eos_id: int = 2
+  unk_id: int = 3
+  mask_id: int = 50264
+  # Numerics and memory layout; none of these change the function computed.
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  scan_layers: bool = False
+  remat_policy: str = "none"
+
+  def __post_init__(self):
+    if self.d_model % self.num_heads:
+      raise ValueError(
+          f"ElmerConfig.d_model={self.d_model} must be divisible by "
+          f"ElmerConfig.num_heads={self.num_heads}.")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(
+          f"ElmerConfig.remat_policy={self.remat_policy!r}; expected one of "
+          f"{REMAT_POLICIES}.")
+    for name in ("pad_id", "bos_id", "eos_id", "unk_id", "mask_id"):
+      value = getattr(self, name)
+      if not 0 <= value < self.vocab_size:
+        raise ValueError(
+            f"ElmerConfig.{name}={value} is outside the vocabulary "
+            f"[0, {self.vocab_size}).")
+    for name in ("encoder_layers", "decoder_layers", "max_positions"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"ElmerConfig.{name} must be >= 1, got "
+                         f"{getattr(self, name)}.")
+    jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+  @property
+  def weight_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **changes) -> "ElmerConfig":
+    return dataclasses.replace(self, **changes)
+
