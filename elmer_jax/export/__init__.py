@@ -1,0 +1,1 @@
+"""Conversion between elmer_jax checkpoints and Hugging Face BART/ELMER."""
