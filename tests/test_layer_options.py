@@ -1,0 +1,81 @@
+"""Scan, remat, compute dtype and dropout change how, not what, is computed."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from elmer_jax.export import param_map
+from elmer_jax.model import Elmer
+from elmer_jax.model.params import init_params
+from elmer_jax.objectives import lplm_loss
+from tests.conftest import TINY, random_tokens
+
+
+def _batch():
+  rng = np.random.default_rng(0)
+  enc = random_tokens(rng, TINY, 2, 9)
+  dec = random_tokens(rng, TINY, 2, 7)
+  exits = rng.integers(0, TINY.decoder_layers, dec.shape).astype(np.int32)
+  return enc, dec, exits
+
+
+def _loss_and_grads(config, params, enc, dec, exits):
+  def loss(p):
+    out = Elmer(config).apply({"params": p}, enc, dec, exits)
+    return lplm_loss(out.logits, dec, np.ones(dec.shape), exits,
+                     config.decoder_layers)[0]
+  return jax.jit(jax.value_and_grad(loss))(params)
+
+
+def _flat(tree):
+  return {k: np.asarray(v) for k, v in
+          flax.traverse_util.flatten_dict(tree, sep="/").items()}
+
+
+@pytest.mark.parametrize("scan,remat", [(False, "full"), (True, "none"),
+                                        (True, "dots"),
+                                        (True, "dots_with_no_batch_dims")])
+def test_scan_and_remat_give_the_same_loss_and_gradients(scan, remat):
+  enc, dec, exits = _batch()
+  params = init_params(TINY, jax.random.key(1))
+  loss, grads = _loss_and_grads(TINY, params, enc, dec, exits)
+
+  config = TINY.replace(scan_layers=scan, remat_policy=remat)
+  flat = _flat(params)
+  other = param_map.stack_layers(flat) if scan else flat
+  other_loss, other_grads = _loss_and_grads(
+      config, flax.traverse_util.unflatten_dict(other, sep="/"), enc, dec,
+      exits)
+  np.testing.assert_allclose(other_loss, loss, rtol=1e-6)
+  other_grads = _flat(other_grads)
+  if scan:
+    other_grads = param_map.unstack_layers(other_grads)
+  for key, grad in _flat(grads).items():
+    np.testing.assert_allclose(other_grads[key], grad, atol=1e-6, rtol=1e-5,
+                               err_msg=key)
+
+
+def test_bfloat16_compute_keeps_fp32_params_and_close_logits():
+  enc, dec, exits = _batch()
+  params = init_params(TINY, jax.random.key(2))
+  fp32 = Elmer(TINY).apply({"params": params}, enc, dec, exits).logits
+  config = TINY.replace(dtype="bfloat16")
+  bf16_params = init_params(config, jax.random.key(2))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16_params))
+  bf16 = Elmer(config).apply({"params": params}, enc, dec, exits).logits
+  assert bf16.dtype == jnp.float32
+  assert 0 < np.abs(np.asarray(bf16 - fp32)).max() < 0.1
+
+
+def test_dropout_only_when_not_deterministic():
+  enc, dec, exits = _batch()
+  params = init_params(TINY, jax.random.key(3))
+  model = Elmer(TINY)
+  run = lambda det, seed: model.apply(
+      {"params": params}, enc, dec, exits, deterministic=det,
+      rngs={"dropout": jax.random.key(seed)}).logits
+  np.testing.assert_array_equal(run(True, 0), run(True, 1))
+  assert not np.allclose(run(False, 0), run(False, 1))
+  np.testing.assert_array_equal(run(False, 4), run(False, 4))
