@@ -1,0 +1,1 @@
+"""seqio task and mixture registrations for ELMER (registered on import)."""
