@@ -1,0 +1,1 @@
+"""Data: vocabularies, noising preprocessors, feature converter, tasks."""
