@@ -1,1 +1,5 @@
 """seqio task and mixture registrations for ELMER (registered on import)."""
+
+from tasks import pretraining
+
+pretraining.register_pretraining_tasks()

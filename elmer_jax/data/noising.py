@@ -201,10 +201,10 @@ def denoising_preprocessor(tables: VocabTables, config: NoiseConfig,
   """
 
   @seqio.map_over_dataset(num_seeds=1)
-  def noise(features, seed):
+  def bart_denoise(features, seed):
     features = dict(features)
     features[output_key] = bart_noise(features[source_key], tables, config,
                                       seed)
     return features
 
-  return noise
+  return bart_denoise

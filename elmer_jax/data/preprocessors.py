@@ -47,20 +47,41 @@ def _json_field(line: bytes, field: str) -> bytes:
   return str(value).encode("utf-8")
 
 
+@seqio.map_over_dataset
+def parse_text_line(line: tf.Tensor) -> dict[str, tf.Tensor]:
+  """A line of a text file is one document."""
+  return {"text": line}
+
+
 def parse_jsonl(field: str = "text") -> Callable:
   """JSON lines → their `field` as `text`; unparsable lines become empty
   (and are then dropped by `clean_text`). Runs Python per line: parsing is a
   small cost next to tokenization, and only at the source."""
 
   @seqio.map_over_dataset
-  def parse(features):
-    text = tf.numpy_function(
-        functools.partial(_json_field, field=field), [features["text"]],
-        tf.string, stateful=False)
+  def parse(line):
+    text = tf.numpy_function(functools.partial(_json_field, field=field),
+                             [line], tf.string, stateful=False)
     text.set_shape([])
     return {"text": text}
 
   return parse
+
+
+def split_to_target_length(dataset: tf.data.Dataset, sequence_length,
+                           output_features) -> tf.data.Dataset:
+  """Splits each tokenized document into chunks that fit the targets (with
+  room for `</s>`), so long documents become several examples."""
+  room = 1 if output_features["targets"].add_eos else 0
+  chunk = sequence_length["targets"] - room
+
+  def split(features):
+    tokens = features["targets"]
+    starts = tf.range(0, tf.size(tokens), chunk)
+    pieces = tf.RaggedTensor.from_row_starts(tokens, starts)
+    return tf.data.Dataset.from_tensor_slices({"targets": pieces})
+
+  return dataset.flat_map(split)
 
 
 def pretraining_preprocessors(tables: VocabTables, noise: NoiseConfig,
@@ -74,7 +95,7 @@ def pretraining_preprocessors(tables: VocabTables, noise: NoiseConfig,
   """
   steps = [text_to_targets(text_key), clean_text, seqio.preprocessors.tokenize]
   if split_long_documents:
-    steps.append(seqio.preprocessors.split_tokens_to_targets_length)
+    steps.append(split_to_target_length)
   steps += [denoising_preprocessor(tables, noise),
             seqio.preprocessors.append_eos_after_trim]
   return steps
