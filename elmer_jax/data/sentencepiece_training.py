@@ -1,0 +1,65 @@
+"""Training SentencePiece vocabularies with the special ids ELMER needs.
+
+Ids, recorded in the model: <pad>=0 (seqio's pad), </s>=1, <unk>=2, <s>=3,
+<mask>=4. SentencePiece silently skips input lines longer than
+`max_sentence_length` (4,192 bytes), so documents are fed as sentences.
+"""
+
+import json
+import re
+from typing import Iterable, Iterator, Sequence
+
+import sentencepiece as spm
+import tensorflow as tf
+
+SPECIAL_IDS = {"pad": 0, "eos": 1, "unk": 2, "bos": 3, "mask": 4}
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+_MAX_LINE_BYTES = 4000
+
+
+def sentences(documents: Iterable[str]) -> Iterator[str]:
+  """Paragraphs split into sentences short enough for SentencePiece."""
+  for document in documents:
+    for paragraph in document.split("\n"):
+      for sentence in _SENTENCE_BREAK.split(paragraph.strip()):
+        if sentence and len(sentence.encode("utf-8")) <= _MAX_LINE_BYTES:
+          yield sentence
+
+
+def read_documents(paths: Sequence[str], input_format: str = "text",
+                   text_field: str = "text") -> Iterator[str]:
+  """Documents from text files (one per line) or JSONL files."""
+  for path in paths:
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f"Input file {path} does not exist.")
+    with tf.io.gfile.GFile(path) as f:
+      for line in f:
+        yield json.loads(line)[text_field] if input_format == "jsonl" else line
+
+
+def train_sentencepiece(documents: Iterable[str], model_prefix: str,
+                        vocab_size: int) -> str:
+  """Trains a unigram model on `documents`; returns the `.model` path."""
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=sentences(documents), model_prefix=model_prefix,
+      vocab_size=vocab_size, model_type="unigram",
+      pad_id=SPECIAL_IDS["pad"], eos_id=SPECIAL_IDS["eos"],
+      unk_id=SPECIAL_IDS["unk"], bos_id=SPECIAL_IDS["bos"],
+      pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", bos_piece="<s>",
+      user_defined_symbols=["<mask>"], byte_fallback=True,
+      character_coverage=0.9995, num_threads=1, minloglevel=2)
+  path = model_prefix + ".model"
+  special_ids(path)
+  return path
+
+
+def special_ids(model_path: str) -> dict[str, int]:
+  """The special ids of a trained model; raises if they are not ELMER's."""
+  sp = spm.SentencePieceProcessor(model_file=model_path)
+  found = {"pad": sp.pad_id(), "eos": sp.eos_id(), "unk": sp.unk_id(),
+           "bos": sp.bos_id(), "mask": sp.piece_to_id("<mask>")}
+  for name, expected in SPECIAL_IDS.items():
+    if found[name] != expected:
+      raise ValueError(f"SentencePiece model {model_path} has {name} id "
+                       f"{found[name]}; ELMER's vocabularies use {expected}.")
+  return found

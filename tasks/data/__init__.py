@@ -1,0 +1,1 @@
+"""Bundled data and the scripts that build it."""
