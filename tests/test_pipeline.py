@@ -74,3 +74,35 @@ def test_processes_read_different_shards():
 def test_batch_must_divide_among_processes():
   with pytest.raises(ValueError, match="global_batch_size=5 .* 2 input"):
     _iterator(seed=0, shard=seqio.ShardInfo(0, 2), batch=5)
+
+
+def test_global_batch_from_process_local_data():
+  import jax
+  mesh = jax.make_mesh((8,), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+      "data"))
+  local = next(_iterator(seed=7, batch=8))
+  arrays = pipeline.global_batch(local, sharding)
+  assert arrays["decoder_target_tokens"].shape == (8, 48)
+  assert len(arrays["decoder_target_tokens"].addressable_shards) == 8
+  np.testing.assert_array_equal(np.asarray(arrays["decoder_target_tokens"]),
+                                local["decoder_target_tokens"])
+
+
+def test_local_files_task_from_gin():
+  from elmer_jax import gin_utils
+  gin_utils.parse(["data/local_files.gin"])
+  name = gin_utils.macro("MIXTURE_OR_TASK_NAME")
+  assert name == "local_files_elmer"
+  assert next(_iterator_for(name))["decoder_loss_weights"].sum() > 0
+
+
+def _iterator_for(task):
+  vocab = seqio.get_mixture_or_task(task).output_features[
+      "targets"].vocabulary
+  ids = special_ids(vocab)
+  converter = ElmerFeatureConverter(ids["pad"], ids["bos"], ids["mask"])
+  shard = seqio.ShardInfo(0, 1)
+  return pipeline.ResumableIterator(pipeline.get_dataset(
+      task, LENGTHS, "train", 2, converter, seed=0, shard=shard), shard)

@@ -146,3 +146,12 @@ def test_clean_text_replaces_invalid_utf8_and_drops_empty():
   cleaned = [x["targets"].decode("utf-8") for x in
              preprocessors.clean_text(docs).as_numpy_iterator()]
   assert cleaned == ["ok \ufffd\ufffd bytes", "fine"]
+
+
+def test_load_vocabulary_names_the_missing_path(tmp_path):
+  from elmer_jax.data.vocabularies import load_vocabulary
+  with pytest.raises(FileNotFoundError, match="nowhere.model"):
+    load_vocabulary(str(tmp_path / "nowhere.model"))
+  with pytest.raises(FileNotFoundError, match="neither a SentencePiece"):
+    load_vocabulary(str(tmp_path / "nowhere"))
+  assert load_vocabulary(pretraining.SAMPLE_SPM).vocab_size == 8000

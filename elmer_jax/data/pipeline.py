@@ -58,6 +58,14 @@ def get_dataset(mixture_or_task: str, task_feature_lengths: Mapping[str, int],
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def global_batch(local_batch: Mapping[str, np.ndarray], sharding) -> dict:
+  """Process-local batches → global `jax.Array`s laid out by `sharding`
+  (batch on its first axis); every process passes its own part."""
+  import jax
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in local_batch.items()}
+
+
 class ResumableIterator(Iterator[dict[str, np.ndarray]]):
   """NumPy batches from a dataset, with save/restore of the iterator state."""
 
