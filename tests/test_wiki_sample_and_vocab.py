@@ -100,3 +100,16 @@ def test_missing_input_file_is_named(tmp_path):
   missing = str(tmp_path / "absent.txt")
   with pytest.raises(FileNotFoundError, match="absent.txt"):
     list(sentencepiece_training.read_documents([missing]))
+
+
+def test_train_vocab_from_a_task(tmp_path):
+  import tasks  # pylint: disable=unused-import  (registers the tasks)
+  documents = list(sentencepiece_training.task_documents(
+      "sample_wiki_elmer", max_documents=5))
+  assert len(documents) == 5 and all(len(d) > 500 for d in documents)
+  result = subprocess.run(
+      [sys.executable, "-m", "elmer_jax.data.train_vocab",
+       "--task=sample_wiki_elmer", "--max_documents=10",
+       f"--model_prefix={tmp_path / 'task'}", "--vocab_size=400"],
+      capture_output=True, text=True, check=True)
+  assert "task.model" in result.stdout

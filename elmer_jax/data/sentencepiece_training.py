@@ -9,6 +9,7 @@ import json
 import re
 from typing import Iterable, Iterator, Sequence
 
+import seqio
 import sentencepiece as spm
 import tensorflow as tf
 
@@ -35,6 +36,22 @@ def read_documents(paths: Sequence[str], input_format: str = "text",
     with tf.io.gfile.GFile(path) as f:
       for line in f:
         yield json.loads(line)[text_field] if input_format == "jsonl" else line
+
+
+def task_documents(task_name: str, split: str = "train",
+                   max_documents: int = 100_000) -> Iterator[str]:
+  """A seqio task's documents as they enter tokenization (after its parsing
+  and cleaning steps), so the vocabulary sees exactly the text it will cut."""
+  task = seqio.get_mixture_or_task(task_name)
+  if not isinstance(task, seqio.Task):
+    raise ValueError(f"{task_name} is a mixture; name one of its tasks.")
+  dataset = task.source.get_dataset(split=split, shuffle=False)
+  for step in task.preprocessors:
+    if step is seqio.preprocessors.tokenize:
+      break
+    dataset = step(dataset)
+  for example in dataset.take(max_documents).as_numpy_iterator():
+    yield example["targets"].decode("utf-8")
 
 
 def train_sentencepiece(documents: Iterable[str], model_prefix: str,
