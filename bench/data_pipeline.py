@@ -15,8 +15,7 @@ import seqio
 import tensorflow as tf
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
-from elmer_jax.data.feature_converter import ElmerFeatureConverter
-from elmer_jax.data.vocab_tables import special_ids
+from elmer_jax.data import pipeline
 
 _TASK = flags.DEFINE_string("task", "sample_wiki_elmer", "seqio task.")
 _LENGTH = flags.DEFINE_integer("length", 512, "Encoder and decoder tokens.")
@@ -62,9 +61,7 @@ def main(argv):
   for name, label in ((noiseless, "without_noise"), (_TASK.value, "full")):
     dataset = seqio.get_mixture_or_task(name).get_dataset(
         lengths, split="train", shuffle=False, use_cached=False, seed=0)
-    ids = special_ids(task.output_features["targets"].vocabulary)
-    dataset = ElmerFeatureConverter(ids["pad"], ids["bos"], ids["mask"])(
-        dataset, lengths).map(lambda x: {"targets": x["decoder_target_tokens"]
+    dataset = pipeline.converter_for(_TASK.value)(dataset, lengths).map(lambda x: {"targets": x["decoder_target_tokens"]
                                          * x["decoder_loss_weights"]})
     seconds, tokens = _time(dataset, _EXAMPLES.value)
     per_core = 1.0 / _THREADS.value

@@ -6,20 +6,15 @@ import seqio
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
 from elmer_jax.data import pipeline
-from elmer_jax.data.feature_converter import ElmerFeatureConverter
-from elmer_jax.data.vocab_tables import special_ids
 
 TASK = "sample_wiki_elmer"
 LENGTHS = {"inputs": 48, "targets": 48}
 
 
-def _iterator(seed, shard=seqio.ShardInfo(0, 1), batch=4):
-  vocab = seqio.get_mixture_or_task(TASK).output_features[
-      "targets"].vocabulary
-  ids = special_ids(vocab)
-  converter = ElmerFeatureConverter(ids["pad"], ids["bos"], ids["mask"])
-  dataset = pipeline.get_dataset(TASK, LENGTHS, "train", batch, converter,
-                                 seed=seed, shard=shard)
+def _iterator(seed, shard=seqio.ShardInfo(0, 1), batch=4, task=TASK):
+  dataset = pipeline.get_dataset(task, LENGTHS, "train", batch,
+                                 pipeline.converter_for(task), seed=seed,
+                                 shard=shard)
   return pipeline.ResumableIterator(dataset, shard)
 
 
@@ -95,14 +90,5 @@ def test_local_files_task_from_gin():
   gin_utils.parse(["data/local_files.gin"])
   name = gin_utils.macro("MIXTURE_OR_TASK_NAME")
   assert name == "local_files_elmer"
-  assert next(_iterator_for(name))["decoder_loss_weights"].sum() > 0
-
-
-def _iterator_for(task):
-  vocab = seqio.get_mixture_or_task(task).output_features[
-      "targets"].vocabulary
-  ids = special_ids(vocab)
-  converter = ElmerFeatureConverter(ids["pad"], ids["bos"], ids["mask"])
-  shard = seqio.ShardInfo(0, 1)
-  return pipeline.ResumableIterator(pipeline.get_dataset(
-      task, LENGTHS, "train", 2, converter, seed=0, shard=shard), shard)
+  batch = next(_iterator(seed=0, batch=2, task=name))
+  assert batch["decoder_loss_weights"].sum() > 0

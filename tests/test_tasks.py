@@ -15,17 +15,11 @@ import tensorflow_datasets as tfds
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
 from elmer_jax.data import pipeline, preprocessors
-from elmer_jax.data.feature_converter import ElmerFeatureConverter
 from elmer_jax.data.vocab_tables import special_ids
 from tasks import pretraining
 
 LENGTHS = {"inputs": 64, "targets": 64}
 ONE_PROCESS = seqio.ShardInfo(index=0, num_shards=1)
-
-
-def _converter(vocab):
-  ids = special_ids(vocab)
-  return ElmerFeatureConverter(ids["pad"], ids["bos"], ids["mask"])
 
 
 def _check_batch(batch, vocab):
@@ -57,7 +51,7 @@ def _batches(task, count=2, batch=4, seed=0, split="train"):
   vocab = seqio.get_mixture_or_task(task).output_features[
       "targets"].vocabulary
   dataset = pipeline.get_dataset(task, LENGTHS, split, batch,
-                                 _converter(vocab), seed=seed,
+                                 pipeline.converter_for(task), seed=seed,
                                  shard=ONE_PROCESS)
   iterator = pipeline.ResumableIterator(dataset, ONE_PROCESS)
   return [next(iterator) for _ in range(count)], vocab

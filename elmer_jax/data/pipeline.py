@@ -20,12 +20,24 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from elmer_jax.data.feature_converter import ElmerFeatureConverter
+from elmer_jax.data.vocab_tables import special_ids
+
 
 def process_shard() -> seqio.ShardInfo:
   """This process's shard of the input, from the JAX runtime."""
   import jax  # Imported here so data tools need no accelerator runtime.
   return seqio.ShardInfo(index=jax.process_index(),
                          num_shards=jax.process_count())
+
+
+def converter_for(mixture_or_task: str,
+                  pack: bool = False) -> ElmerFeatureConverter:
+  """The feature converter with the special ids of the task's vocabulary."""
+  vocab = seqio.get_mixture_or_task(mixture_or_task).output_features[
+      "targets"].vocabulary
+  ids = special_ids(vocab)
+  return ElmerFeatureConverter(ids["pad"], ids["bos"], ids["mask"], pack=pack)
 
 
 def get_dataset(mixture_or_task: str, task_feature_lengths: Mapping[str, int],
