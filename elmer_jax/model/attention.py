@@ -38,6 +38,37 @@ def attention_mask(query_tokens: jax.Array, key_tokens: jax.Array,
   return segment_mask(query_segments, key_segments)
 
 
+class Projection(nn.Module):
+  """x @ kernel + bias over named multi-dimensional axes.
+
+  Written out rather than nn.DenseGeneral: DenseGeneral initialises a flat 2-D
+  kernel and reshapes it, and flax's shape check replays that init under the
+  logical-axis rules, applying the 3-axis sharding to the 2-D array.
+  """
+
+  config: ElmerConfig
+  in_axes: tuple[str, ...]
+  out_axes: tuple[str, ...]
+  out_shape: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    cfg = self.config
+    n_in = len(self.in_axes)
+    in_shape = inputs.shape[-n_in:]
+    kernel = self.param(
+        "kernel",
+        initializers.normal(cfg.init_std, self.in_axes + self.out_axes),
+        in_shape + self.out_shape, cfg.weight_dtype)
+    bias = self.param("bias", initializers.zeros(self.out_axes),
+                      self.out_shape, cfg.weight_dtype)
+    dtype = cfg.compute_dtype
+    contract = tuple(range(inputs.ndim - n_in, inputs.ndim))
+    out = jax.lax.dot_general(inputs.astype(dtype), kernel.astype(dtype),
+                              ((contract, tuple(range(n_in))), ((), ())))
+    return out + bias.astype(dtype)
+
+
 class MultiHeadAttention(nn.Module):
   """Scaled dot-product attention with BART's biased q/k/v/out projections."""
 
@@ -50,13 +81,9 @@ class MultiHeadAttention(nn.Module):
     cfg = self.config
     head_axes = ("batch", "length", "heads", "kv")
 
-    def project(name: str) -> nn.DenseGeneral:
-      return nn.DenseGeneral(
-          features=(cfg.num_heads, cfg.head_dim), axis=-1,
-          dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
-          kernel_init=initializers.normal(cfg.init_std,
-                                          ("embed", "heads", "kv")),
-          bias_init=initializers.zeros(("heads", "kv")), name=name)
+    def project(name: str) -> Projection:
+      return Projection(cfg, ("embed",), ("heads", "kv"),
+                        (cfg.num_heads, cfg.head_dim), name=name)
 
     query = nn.with_logical_constraint(project("q_proj")(inputs_q), head_axes)
     key = nn.with_logical_constraint(project("k_proj")(inputs_kv), head_axes)
@@ -71,10 +98,5 @@ class MultiHeadAttention(nn.Module):
         weights, deterministic=self.deterministic)
     context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
     context = nn.with_logical_constraint(context, head_axes)
-
-    return nn.DenseGeneral(
-        features=cfg.d_model, axis=(-2, -1), dtype=cfg.compute_dtype,
-        param_dtype=cfg.weight_dtype,
-        kernel_init=initializers.normal(cfg.init_std,
-                                        ("heads", "kv", "embed")),
-        bias_init=initializers.zeros(("embed",)), name="out_proj")(context)
+    return Projection(cfg, ("heads", "kv"), ("embed",), (cfg.d_model,),
+                      name="out_proj")(context)
