@@ -1,0 +1,1 @@
+"""Training: optimizer, train step, (next) checkpoints, metrics and loop."""

@@ -1,0 +1,122 @@
+"""The LPLM train step: exit sampling, microbatched gradients, update.
+
+Randomness is step-indexed: the step's key is `fold_in(seed, step)`, so a
+resumed run draws the same exit layers and dropout masks as an uninterrupted
+one. Exit layers are drawn for the whole global batch before it is split into
+microbatches, so microbatching changes memory, not the result. The loss is the
+token mean over the whole global batch (gradient sums divided by the global
+token count), not a mean of microbatch means.
+"""
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from elmer_jax import objectives
+from elmer_jax.model import Elmer
+from elmer_jax.model.config import ElmerConfig
+from elmer_jax.model.params import init_params
+
+Batch = Mapping[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+  """What the step optimises: LPLM with these options."""
+
+  exit_sampling: str = "iid"
+  label_smoothing: float = 0.0
+  z_loss: float = 0.0
+  microbatches: int = 1
+
+
+def init_train_state(model_config: ElmerConfig,
+                     optimizer: optax.GradientTransformation,
+                     rng: jax.Array) -> TrainState:
+  params = init_params(model_config, rng)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params))
+
+
+def _model_inputs(batch: Batch) -> dict[str, jax.Array]:
+  packing = ("encoder_segment_ids", "decoder_segment_ids",
+             "encoder_positions", "decoder_positions")
+  return {k: batch[k] for k in packing if k in batch}
+
+
+def make_train_step(model_config: ElmerConfig,
+                    optimizer: optax.GradientTransformation,
+                    objective: ObjectiveConfig, seed: int,
+                    learning_rate: Callable[[jax.Array], jax.Array]
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """Returns step(state, batch) -> (state, metric sums + grad_norm, lr)."""
+  model = Elmer(model_config)
+  layers = model_config.decoder_layers
+  root = jax.random.key(seed)
+
+  def loss_sums(params, batch, exits, dropout_key):
+    out = model.apply({"params": params}, batch["encoder_input_tokens"],
+                      batch["decoder_input_tokens"], exits,
+                      deterministic=False, rngs={"dropout": dropout_key},
+                      **_model_inputs(batch))
+    _, sums = objectives.lplm_loss(
+        out.logits, batch["decoder_target_tokens"],
+        batch["decoder_loss_weights"], exits, layers,
+        label_smoothing=objective.label_smoothing, z_loss=objective.z_loss)
+    return sums["loss_sum"], sums
+
+  def step(state: TrainState, batch: Batch):
+    key = jax.random.fold_in(root, state.step)
+    exit_key, dropout_key = jax.random.split(key)
+    targets = batch["decoder_target_tokens"]
+    sequences = batch.get("decoder_segment_ids",
+                          (batch["decoder_loss_weights"] > 0).astype(jnp.int32))
+    exits = objectives.sample_exit_layers(exit_key, targets.shape, layers,
+                                          objective.exit_sampling, sequences)
+    micro = objective.microbatches
+    if targets.shape[0] % micro:
+      raise ValueError(f"Batch of {targets.shape[0]} does not split into "
+                       f"ObjectiveConfig.microbatches={micro}.")
+    split = lambda x: x.reshape((micro, x.shape[0] // micro) + x.shape[1:])
+    chunks = jax.tree.map(split, dict(batch, exit_layers=exits))
+
+    def accumulate(carry, inputs):
+      chunk, index = inputs
+      grads_sum, sums_total = carry
+      chunk_exits = chunk.pop("exit_layers")
+      (_, sums), grads = jax.value_and_grad(loss_sums, has_aux=True)(
+          state.params, chunk, chunk_exits,
+          jax.random.fold_in(dropout_key, index))
+      add = lambda a, b: a + b
+      return (jax.tree.map(add, grads_sum, grads),
+              jax.tree.map(add, sums_total, sums)), None
+
+    zero_grads = jax.tree.map(jnp.zeros_like, state.params)
+    zero_sums = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype),
+        jax.eval_shape(lambda: loss_sums(
+            state.params, jax.tree.map(lambda x: x[0], chunks),
+            chunks["exit_layers"][0], dropout_key)[1]))
+    (grads, sums), _ = jax.lax.scan(accumulate, (zero_grads, zero_sums),
+                                    (chunks, jnp.arange(micro)))
+    grads = jax.tree.map(lambda g: g / jnp.maximum(sums["weight_sum"], 1.0),
+                         grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(sums, grad_norm=optax.global_norm(grads),
+                   learning_rate=learning_rate(state.step))
+    return TrainState(step=state.step + 1, params=params,
+                      opt_state=opt_state), metrics
+
+  return step
