@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo demo-clean test test-slow bench clean
 
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,11 +12,15 @@ $(INSTALLED): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# Until the trainer lands (issue: Trainer), the demo is a forward/backward
-# smoke run of the tiny model: exit sampling, copy-on-exit, LPLM loss, grads.
+# The tiny ELMER pretrains (LPLM) on the bundled Wikipedia sample on CPU;
+# rerunning resumes from the last checkpoint (`make demo-clean` starts over).
+DEMO_DIR ?= demo_run
 demo: $(INSTALLED)
-	@echo "elmer_jax demo: forward/backward smoke run of the tiny ELMER (no trainer yet)"
-	$(PY) bench/forward_backward.py --gin_file=models/tiny.gin --steps=5
+	XLA_FLAGS=--xla_force_host_platform_device_count=2 $(PY) -m elmer_jax.train \
+	  --gin_file=experiments/demo_sample_tiny.gin --model_dir=$(DEMO_DIR)
+
+demo-clean:
+	rm -rf $(DEMO_DIR)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q

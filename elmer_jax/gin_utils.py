@@ -52,3 +52,9 @@ def macro(name: str) -> Any:
                        f"to an evaluated one: {value}().")
     return value.scoped_configurable_fn()
   return value
+
+
+def rewrite_gin_flags(argv: Sequence[str]) -> list[str]:
+  """`--gin.NAME=VALUE` (t5x style) → `--gin_bindings=NAME=VALUE`."""
+  return [f"--gin_bindings={a[len('--gin.'):]}" if a.startswith("--gin.")
+          else a for a in argv]

@@ -107,6 +107,24 @@ def param_shardings(config: ElmerConfig, mesh: jax.sharding.Mesh,
                                      list(rules))
 
 
+def state_shardings(boxed_tree, mesh: jax.sharding.Mesh,
+                    rules: Rules = DEFAULT_RULES):
+  """Shardings for a tree whose leaves may be `nn.LogicallyPartitioned`
+  (parameters, and optimizer slots shaped like them); other leaves, and
+  factored slots whose rank differs from their names, are replicated."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def sharding(leaf):
+    if (isinstance(leaf, nn.LogicallyPartitioned)
+        and len(leaf.names) == len(leaf.value.shape)):
+      spec = nn.logical_to_mesh_axes(leaf.names, list(rules))
+      return jax.sharding.NamedSharding(mesh, spec)
+    return replicated
+
+  return jax.tree.map(sharding, boxed_tree,
+                      is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
 def data_sharding(mesh: jax.sharding.Mesh,
                   rules: Rules = DEFAULT_RULES) -> jax.sharding.NamedSharding:
   """How (batch, length) input arrays are split."""

@@ -16,9 +16,12 @@ def _init(config: ElmerConfig, rng: jax.Array):
   return Elmer(config).init({"params": rng}, tokens, tokens)["params"]
 
 
-def init_params(config: ElmerConfig, rng: jax.Array) -> dict:
-  """Randomly initialised parameters (BART's init), without axis metadata."""
-  return nn.unbox(_init(config, rng))
+def init_params(config: ElmerConfig, rng: jax.Array,
+                boxed: bool = False) -> dict:
+  """Randomly initialised parameters (BART's init); with `boxed`, each is an
+  `nn.LogicallyPartitioned` carrying its logical axis names."""
+  params = _init(config, rng)
+  return params if boxed else nn.unbox(params)
 
 
 def abstract_params(config: ElmerConfig) -> dict:

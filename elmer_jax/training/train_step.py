@@ -43,8 +43,10 @@ class ObjectiveConfig:
 
 def init_train_state(model_config: ElmerConfig,
                      optimizer: optax.GradientTransformation,
-                     rng: jax.Array) -> TrainState:
-  params = init_params(model_config, rng)
+                     rng: jax.Array, boxed: bool = False) -> TrainState:
+  """A fresh state. `boxed=True` keeps the logical-axis boxes on parameters
+  and on the optimizer slots that mirror them (for deriving shardings)."""
+  params = init_params(model_config, rng, boxed=boxed)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params))
 

@@ -1,0 +1,42 @@
+"""Pretrain ELMER: `python -m elmer_jax.train --gin_file=... --model_dir=DIR`.
+
+Gin files come from `gin_configs/` (or --gin_search_paths); `--gin.NAME=VALUE`
+adds a binding. The run directory gets the parsed `config.gin`.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+import gin
+
+from elmer_jax import gin_utils
+
+_GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
+_GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [],
+                                          "Gin bindings (also --gin.X=Y).")
+_SEARCH = flags.DEFINE_list("gin_search_paths", [], "Where gin files live.")
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory.")
+
+
+def main(argv):
+  del argv
+  if not _MODEL_DIR.value:
+    raise app.UsageError("--model_dir is required: the run directory for "
+                         "checkpoints, config.gin and metrics.")
+  gin_utils.parse(_GIN_FILES.value, _GIN_BINDINGS.value, _SEARCH.value)
+  model_config = gin_utils.macro("MODEL_CONFIG")
+  train_config = gin_utils.macro("TRAIN_CONFIG")
+  os.makedirs(_MODEL_DIR.value, exist_ok=True)
+  with open(os.path.join(_MODEL_DIR.value, "config.gin"), "w") as f:
+    f.write(gin.config_str())
+  import tasks  # pylint: disable=unused-import  (registers the tasks)
+  from elmer_jax.training import loop
+  loop.train(model_config, train_config, _MODEL_DIR.value)
+  print(f"Checkpoints: {os.path.join(_MODEL_DIR.value, 'checkpoints')}\n"
+        f"TensorBoard: {os.path.join(_MODEL_DIR.value, 'tensorboard')}\n"
+        f"Metrics:     {os.path.join(_MODEL_DIR.value, 'metrics.jsonl')}")
+
+
+if __name__ == "__main__":
+  app.run(main, argv=gin_utils.rewrite_gin_flags(sys.argv))

@@ -1,0 +1,94 @@
+"""The training loop end to end on 8 fake devices: learns, writes, resumes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import tasks  # pylint: disable=unused-import  (registers the tasks)
+from elmer_jax import gin_utils, partitioning
+from elmer_jax.training import loop
+
+
+def _configs(steps, **changes):
+  gin_utils.parse(["experiments/demo_sample_tiny.gin"])
+  model = gin_utils.macro("MODEL_CONFIG")
+  train = gin_utils.macro("TRAIN_CONFIG")
+  fields = dict(encoder_length=48, decoder_length=48, batch_size=8,
+                steps=steps, log_every=10, checkpoint_every=10,
+                mesh=partitioning.MeshConfig(ici=(2, 2, 2)))
+  fields.update(changes)
+  return model, train.__class__(**{**train.__dict__, **fields})
+
+
+def _metrics(model_dir):
+  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _params(model_dir, step):
+  path = os.path.join(model_dir, "checkpoints", str(step), "default")
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore(path)
+  return flax.traverse_util.flatten_dict(state["params"], sep="/")
+
+
+def test_sharded_run_learns_and_writes_everything(tmp_path):
+  model, train = _configs(40)
+  loop.train(model, train, str(tmp_path))
+  metrics = _metrics(tmp_path)
+  assert [m["step"] for m in metrics] == [10, 20, 30, 40]
+  assert metrics[-1]["loss"] < metrics[0]["loss"] - 0.5
+  for key in ("accuracy", "average_exit_layer", "learning_rate", "grad_norm",
+              "tokens_per_s", "step_time_s", "exit_layer_0/cross_entropy"):
+    assert key in metrics[-1], key
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["20", "30", "40"]
+  assert os.listdir(tmp_path / "tensorboard")
+  assert os.path.exists(tmp_path / "data" / "40" / "data_shards.json")
+
+
+def test_resume_is_exact(tmp_path):
+  model, train = _configs(30)
+  loop.train(model, train, str(tmp_path / "straight"))
+  _, first_part = _configs(20)
+  loop.train(model, first_part, str(tmp_path / "resumed"))
+  loop.train(model, train, str(tmp_path / "resumed"))
+  straight, resumed = _metrics(tmp_path / "straight"), _metrics(
+      tmp_path / "resumed")
+  assert resumed[-1]["step"] == 30
+  assert resumed[-1]["loss"] == straight[-1]["loss"]
+  a, b = _params(tmp_path / "straight", 30), _params(tmp_path / "resumed", 30)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_restoring_another_model_names_the_parameter(tmp_path):
+  model, train = _configs(10)
+  loop.train(model, train, str(tmp_path))
+  wider = model.replace(d_ff=model.d_ff * 2)
+  with pytest.raises(ValueError, match=(
+      r"checkpoints/10: 'decoder/layers_0/ffn/fc1/bias' has shape \(256,\) "
+      r"but the model expects \(512,\)")):
+    loop.train(wider, train.__class__(**{**train.__dict__, "steps": 20}),
+               str(tmp_path))
+
+
+def test_entry_point_writes_config_and_rejects_unknown_bindings(tmp_path):
+  command = [sys.executable, "-m", "elmer_jax.train",
+             "--gin_file=experiments/demo_sample_tiny.gin",
+             f"--model_dir={tmp_path}", "--gin.loop.TrainConfig.steps=2",
+             "--gin.loop.TrainConfig.log_every=1",
+             "--gin.loop.TrainConfig.encoder_length=32",
+             "--gin.loop.TrainConfig.decoder_length=32"]
+  subprocess.run(command, check=True, capture_output=True, text=True)
+  assert "vocab_size = 8000" in (tmp_path / "config.gin").read_text()
+  bad = subprocess.run(command + ["--gin.loop.TrainConfig.stepz=3"],
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and "stepz" in bad.stderr
+  missing = subprocess.run(command[:3], capture_output=True, text=True)
+  assert missing.returncode != 0 and "--model_dir is required" in missing.stderr
