@@ -116,7 +116,7 @@ def make_train_step(model_config: ElmerConfig,
                          grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(sums, grad_norm=optax.global_norm(grads),
+    metrics = dict(sums, grad_norm=optax.tree.norm(grads),
                    learning_rate=learning_rate(state.step))
     return TrainState(step=state.step + 1, params=params,
                       opt_state=opt_state), metrics
