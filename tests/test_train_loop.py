@@ -92,3 +92,17 @@ def test_entry_point_writes_config_and_rejects_unknown_bindings(tmp_path):
   assert bad.returncode != 0 and "stepz" in bad.stderr
   missing = subprocess.run(command[:3], capture_output=True, text=True)
   assert missing.returncode != 0 and "--model_dir is required" in missing.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  model, train = _configs(10, checkpoint_every=5)
+  loop.train(model, train, str(tmp_path))
+  exploding = train.optimizer.__class__(**{
+      **train.optimizer.__dict__, "learning_rate": 1e30, "clip_norm": 1e30,
+      "warmup_steps": 0})
+  diverging = train.__class__(**{**train.__dict__, "steps": 20,
+                                 "optimizer": exploding})
+  with pytest.raises(loop.NonFiniteLossError,
+                     match=r"at step 1[1-9]; stopping.*still step 10"):
+    loop.train(model, diverging, str(tmp_path))
+  assert max(int(s) for s in os.listdir(tmp_path / "checkpoints")) == 10
