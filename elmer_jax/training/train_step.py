@@ -57,35 +57,56 @@ def _model_inputs(batch: Batch) -> dict[str, jax.Array]:
   return {k: batch[k] for k in packing if k in batch}
 
 
+def draw_exit_layers(key: jax.Array, batch: Batch, num_layers: int,
+                     sampling: str) -> jax.Array:
+  """Exit layers for every target token of `batch` (balanced per sequence
+  or packed segment under `permutation`)."""
+  sequences = batch.get("decoder_segment_ids",
+                        (batch["decoder_loss_weights"] > 0).astype(jnp.int32))
+  return objectives.sample_exit_layers(
+      key, batch["decoder_target_tokens"].shape, num_layers, sampling,
+      sequences)
+
+
+def make_loss_sums(model_config: ElmerConfig, objective: ObjectiveConfig
+                   ) -> Callable[..., dict[str, jax.Array]]:
+  """Returns loss_sums(params, batch, exits, dropout_key, deterministic) ->
+  the objective's metric sums (`loss_sum` is what the step differentiates)."""
+  model = Elmer(model_config)
+
+  def loss_sums(params, batch, exits, dropout_key, deterministic=False):
+    out = model.apply({"params": params}, batch["encoder_input_tokens"],
+                      batch["decoder_input_tokens"], exits,
+                      deterministic=deterministic,
+                      rngs={"dropout": dropout_key}, **_model_inputs(batch))
+    _, sums = objectives.lplm_loss(
+        out.logits, batch["decoder_target_tokens"],
+        batch["decoder_loss_weights"], exits, model_config.decoder_layers,
+        label_smoothing=objective.label_smoothing, z_loss=objective.z_loss)
+    return sums
+
+  return loss_sums
+
+
 def make_train_step(model_config: ElmerConfig,
                     optimizer: optax.GradientTransformation,
                     objective: ObjectiveConfig, seed: int,
                     learning_rate: Callable[[jax.Array], jax.Array]
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """Returns step(state, batch) -> (state, metric sums + grad_norm, lr)."""
-  model = Elmer(model_config)
-  layers = model_config.decoder_layers
+  loss_sums = make_loss_sums(model_config, objective)
   root = jax.random.key(seed)
 
-  def loss_sums(params, batch, exits, dropout_key):
-    out = model.apply({"params": params}, batch["encoder_input_tokens"],
-                      batch["decoder_input_tokens"], exits,
-                      deterministic=False, rngs={"dropout": dropout_key},
-                      **_model_inputs(batch))
-    _, sums = objectives.lplm_loss(
-        out.logits, batch["decoder_target_tokens"],
-        batch["decoder_loss_weights"], exits, layers,
-        label_smoothing=objective.label_smoothing, z_loss=objective.z_loss)
+  def differentiable(params, batch, exits, dropout_key):
+    sums = loss_sums(params, batch, exits, dropout_key)
     return sums["loss_sum"], sums
 
   def step(state: TrainState, batch: Batch):
     key = jax.random.fold_in(root, state.step)
     exit_key, dropout_key = jax.random.split(key)
     targets = batch["decoder_target_tokens"]
-    sequences = batch.get("decoder_segment_ids",
-                          (batch["decoder_loss_weights"] > 0).astype(jnp.int32))
-    exits = objectives.sample_exit_layers(exit_key, targets.shape, layers,
-                                          objective.exit_sampling, sequences)
+    exits = draw_exit_layers(exit_key, batch, model_config.decoder_layers,
+                             objective.exit_sampling)
     micro = objective.microbatches
     if targets.shape[0] % micro:
       raise ValueError(f"Batch of {targets.shape[0]} does not split into "
@@ -97,7 +118,7 @@ def make_train_step(model_config: ElmerConfig,
       chunk, index = inputs
       grads_sum, sums_total = carry
       chunk_exits = chunk.pop("exit_layers")
-      (_, sums), grads = jax.value_and_grad(loss_sums, has_aux=True)(
+      (_, sums), grads = jax.value_and_grad(differentiable, has_aux=True)(
           state.params, chunk, chunk_exits,
           jax.random.fold_in(dropout_key, index))
       add = lambda a, b: a + b
@@ -109,7 +130,7 @@ def make_train_step(model_config: ElmerConfig,
         lambda s: jnp.zeros(s.shape, s.dtype),
         jax.eval_shape(lambda: loss_sums(
             state.params, jax.tree.map(lambda x: x[0], chunks),
-            chunks["exit_layers"][0], dropout_key)[1]))
+            chunks["exit_layers"][0], dropout_key)))
     (grads, sums), _ = jax.lax.scan(accumulate, (zero_grads, zero_sums),
                                     (chunks, jnp.arange(micro)))
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums["weight_sum"], 1.0),
