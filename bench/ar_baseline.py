@@ -1,0 +1,132 @@
+"""Autoregressive baseline: greedy decoding of a BART the size of an ELMER.
+
+ELMER's claim is speed: all target tokens in one decoder pass instead of one
+pass per token. This times the alternative it replaces, Hugging Face's
+`BartForConditionalGeneration.generate` (greedy, KV cache, PyTorch on CPU) with
+the same shape as an `ElmerConfig`. Weights are random: speed does not depend
+on them, and `min_new_tokens` keeps `</s>` from ending a sequence early, so
+every run makes exactly `target_tokens` tokens per sequence. A timed call
+includes the encoder, as ELMER's decoding does. Attention is transformers'
+default (SDPA), its fastest CPU path.
+
+Import from another bench script run by path (`python bench/generation.py`
+puts `bench/` first on sys.path) with `import ar_baseline`; from the
+repository root (pytest, `python -m`) with `from bench import ar_baseline`.
+
+  python bench/ar_baseline.py                      # tiny and base, batch 1, 32
+  python bench/ar_baseline.py --gin_file=models/base.gin --batch=1 --threads=2
+"""
+
+import json
+import statistics
+import time
+
+from absl import app, flags
+import numpy as np
+import torch
+import transformers
+
+from elmer_jax import gin_utils
+from elmer_jax.model.config import ElmerConfig
+
+_GIN_FILES = flags.DEFINE_multi_string(
+    "gin_file", ["models/tiny.gin", "models/base.gin"],
+    "Model presets to time, each a gin file defining MODEL_CONFIG.")
+_BATCHES = flags.DEFINE_multi_integer("batch", [1, 32], "Batch sizes to time.")
+_SOURCE_LEN = flags.DEFINE_integer(
+    "source_length", 256, "Encoder tokens (tiny has 256 positions).")
+_TARGET = flags.DEFINE_integer("target_tokens", 64,
+                               "Tokens generated per sequence.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls after a warm-up.")
+_THREADS = flags.DEFINE_integer("threads", None,
+                                "torch CPU threads; default: torch's.")
+
+
+def bart_config(config: ElmerConfig) -> transformers.BartConfig:
+  """A BART with ELMER's shape and special ids (no dropout: inference)."""
+  return transformers.BartConfig(
+      vocab_size=config.vocab_size, d_model=config.d_model,
+      encoder_layers=config.encoder_layers,
+      decoder_layers=config.decoder_layers,
+      encoder_attention_heads=config.num_heads,
+      decoder_attention_heads=config.num_heads,
+      encoder_ffn_dim=config.d_ff, decoder_ffn_dim=config.d_ff,
+      max_position_embeddings=config.max_positions,
+      activation_function="gelu", scale_embedding=False,
+      init_std=config.init_std, pad_token_id=config.pad_id,
+      bos_token_id=config.bos_id, eos_token_id=config.eos_id,
+      decoder_start_token_id=config.eos_id, forced_eos_token_id=None,
+      dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+
+
+def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
+                     target_tokens: int, repeats: int, *,
+                     threads: int | None = None, seed: int = 0) -> dict:
+  """Median seconds per batch of greedy `generate` with a KV cache, on CPU."""
+  if source_length > config.max_positions:
+    raise ValueError(f"source_length={source_length} exceeds the model's "
+                     f"max_positions={config.max_positions}.")
+  if target_tokens + 1 > config.max_positions:
+    raise ValueError(f"target_tokens={target_tokens} (+ the start token) "
+                     f"exceeds max_positions={config.max_positions}.")
+  if threads:
+    torch.set_num_threads(threads)
+  torch.manual_seed(seed)
+  model = transformers.BartForConditionalGeneration(bart_config(config)).eval()
+  rng = np.random.default_rng(seed)
+  # Ordinary tokens only: ids below 4 are <s>, <pad>, </s>, <unk> in presets.
+  input_ids = torch.as_tensor(
+      rng.integers(4, config.vocab_size, (batch, source_length)))
+  attention_mask = torch.ones_like(input_ids)
+
+  def generate() -> float:
+    start = time.perf_counter()
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                         max_new_tokens=target_tokens,
+                         min_new_tokens=target_tokens, num_beams=1,
+                         do_sample=False, use_cache=True)
+    seconds = time.perf_counter() - start
+    # The output starts with decoder_start_token_id.
+    if out.shape != (batch, target_tokens + 1):
+      raise RuntimeError(f"generate returned shape {tuple(out.shape)}; "
+                         f"expected ({batch}, {target_tokens + 1}).")
+    return seconds
+
+  with torch.inference_mode():
+    generate()  # Warm-up: allocator, kernel selection.
+    latencies = [generate() for _ in range(repeats)]
+  median = statistics.median(latencies)
+  return {
+      "bench": "ar_baseline",
+      "decoding": "greedy, KV cache",
+      "device": "cpu",
+      "threads": torch.get_num_threads(),
+      "torch": torch.__version__,
+      "transformers": transformers.__version__,
+      "attn_implementation": model.config._attn_implementation,  # pylint: disable=protected-access
+      "params": sum(p.numel() for p in model.parameters()),
+      "batch": batch,
+      "source_length": source_length,
+      "target_tokens": target_tokens,
+      "tokens_generated": batch * target_tokens,
+      "repeats": repeats,
+      "median_s": round(median, 5),
+      "latencies_s": [round(s, 5) for s in latencies],
+      "tokens_per_s": round(batch * target_tokens / median, 1),
+  }
+
+
+def main(argv):
+  del argv
+  for gin_file in _GIN_FILES.value:
+    gin_utils.parse([gin_file])
+    config = gin_utils.macro("MODEL_CONFIG")
+    for batch in _BATCHES.value:
+      result = time_bart_greedy(config, batch, _SOURCE_LEN.value,
+                                _TARGET.value, _REPEATS.value,
+                                threads=_THREADS.value)
+      print(json.dumps({"model": gin_file, **result}), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
