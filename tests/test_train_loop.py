@@ -6,13 +6,15 @@ import subprocess
 import sys
 
 import flax
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
 from elmer_jax import gin_utils, partitioning
-from elmer_jax.training import loop
+from elmer_jax.model.params import init_params
+from elmer_jax.training import evaluation, loop
 
 
 def _configs(steps, **changes):
@@ -48,6 +50,7 @@ def test_sharded_run_learns_and_writes_everything(tmp_path):
               "tokens_per_s", "step_time_s", "exit_layer_0/cross_entropy"):
     assert key in metrics[-1], key
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["20", "30", "40"]
+  assert sorted(os.listdir(tmp_path / "data")) == ["20", "30", "40"]
   assert os.listdir(tmp_path / "tensorboard")
   assert os.path.exists(tmp_path / "data" / "40" / "data_shards.json")
 
@@ -106,3 +109,45 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
                      match=r"at step 1[1-9]; stopping.*still step 10"):
     loop.train(model, diverging, str(tmp_path))
   assert max(int(s) for s in os.listdir(tmp_path / "checkpoints")) == 10
+
+
+def test_eval_keeps_the_best_checkpoint_and_init_checkpoint_starts_a_run(
+    tmp_path):
+  model, train = _configs(
+      20, checkpoint_every=5, keep_checkpoints=1, keep_best_checkpoints=1,
+      eval=evaluation.EvalConfig(every=5, batches=2))
+  loop.train(model, train, str(tmp_path / "pretrain"))
+  evals = {m["step"]: m["eval/loss"] for m in _metrics(tmp_path / "pretrain")
+           if "eval/loss" in m}
+  assert sorted(evals) == [5, 10, 15, 20]
+  best = min(evals, key=evals.get)
+  assert sorted(os.listdir(tmp_path / "pretrain" / "checkpoints")) == sorted(
+      {str(best), "20"})
+
+  frozen = train.optimizer.__class__(**{**train.optimizer.__dict__,
+                                        "learning_rate": 0.0})
+  _, finetune = _configs(1, optimizer=frozen, checkpoint_every=1,
+                         init_checkpoint=str(tmp_path / "pretrain"))
+  loop.train(model, finetune, str(tmp_path / "finetune"))
+  start, end = _params(tmp_path / "pretrain", 20), _params(
+      tmp_path / "finetune", 1)
+  for key in start:
+    np.testing.assert_array_equal(start[key], end[key], err_msg=key)
+
+
+def test_unreadable_or_mismatched_init_checkpoint_fails_before_training(
+    tmp_path):
+  model, train = _configs(10, init_checkpoint=str(tmp_path / "nothing"))
+  with pytest.raises(FileNotFoundError, match=r"Init checkpoint .*nothing.* "
+                     r"is not readable: expected an orbax checkpoint"):
+    loop.train(model, train, str(tmp_path / "run"))
+  wider = model.replace(d_ff=model.d_ff * 2)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(tmp_path / "wider",
+                      {"params": init_params(wider, jax.random.key(0))})
+  _, train = _configs(10, init_checkpoint=str(tmp_path / "wider"))
+  with pytest.raises(ValueError, match=(
+      r"Init checkpoint .*wider: 'decoder/layers_0/ffn/fc1/bias' has shape "
+      r"\(512,\) but the model expects \(256,\)")):
+    loop.train(model, train, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")

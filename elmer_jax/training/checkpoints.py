@@ -1,17 +1,22 @@
-"""Checkpoints with orbax: async saves, keep-last-K, resume, init from params.
+"""Checkpoints with orbax: async saves, keep-last-K (+ best by eval loss),
+resume, and parameters from another run (fine-tuning).
 
 Orbax writes each step to a temporary directory and renames it when complete,
 so a save interrupted by a crash is never listed as a step; `latest_step` is
 always a whole checkpoint. The data iterator's state is saved beside each
 step (`<model_dir>/data/<step>`), written before the model state, so a step
-that exists always has its data state.
+that exists always has its data state; data states of steps orbax has
+dropped are deleted with them.
 """
 
 import os
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import flax
 import orbax.checkpoint as ocp
+import tensorflow as tf
+
+EVAL_LOSS = "eval/loss"
 
 
 def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
@@ -33,39 +38,80 @@ def check_compatible(saved: Any, expected: Any, where: str) -> None:
           f"expects {shape}; the model config differs from the checkpoint's.")
 
 
-class Checkpointer:
-  """The run's checkpoints under `<model_dir>/checkpoints`."""
+def _tree(metadata) -> Any:
+  return getattr(metadata, "tree", metadata)
 
-  def __init__(self, model_dir: str, save_every: int, keep: int):
+
+class Checkpointer:
+  """The run's checkpoints under `<model_dir>/checkpoints`.
+
+  Keeps the last `keep` steps and, with `keep_best > 0`, also the `keep_best`
+  steps of lowest eval loss (steps saved with `metrics={EVAL_LOSS: ...}`).
+  """
+
+  def __init__(self, model_dir: str, save_every: int, keep: int,
+               keep_best: int = 0):
     model_dir = model_dir if "://" in model_dir else os.path.abspath(model_dir)
     self.directory = os.path.join(model_dir, "checkpoints")
     self.data_directory = os.path.join(model_dir, "data")
+    policies = [ocp.checkpoint_managers.LatestN(keep)]
+    best = {}
+    if keep_best:
+      eval_loss = lambda metrics: metrics[EVAL_LOSS]
+      policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=eval_loss, reverse=True, n=keep_best,
+          keep_checkpoints_without_metrics=False))
+      best = dict(best_fn=eval_loss, best_mode="min")
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(
-            save_interval_steps=save_every, max_to_keep=keep,
-            enable_async_checkpointing=True),
+            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(
+                save_every),
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+                policies),
+            enable_async_checkpointing=True, **best),
         item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
+  def best_step(self) -> Optional[int]:
+    """The step of lowest eval loss (the latest when not tracking best)."""
+    return self._manager.best_step()
+
   def data_state_dir(self, step: int) -> str:
     return os.path.join(self.data_directory, str(step))
 
-  def save(self, step: int, state: Any, data_iterator, force: bool = False
-           ) -> bool:
+  def due(self, step: int) -> bool:
+    """Whether the save policy asks for a checkpoint at `step`."""
+    return self._manager.should_save(step)
+
+  def save(self, step: int, state: Any, data_iterator, force: bool = False,
+           metrics: Optional[Mapping[str, float]] = None) -> bool:
     """Saves if `step` is due (or `force`); returns whether it saved."""
-    if not (force or self._manager.should_save(step)):
+    if not (force or self.due(step)):
       return False
     data_iterator.save(self.data_state_dir(step))
-    return self._manager.save(step, args=ocp.args.StandardSave(state),
-                              force=force)
+    saved = self._manager.save(step, args=ocp.args.StandardSave(state),
+                               metrics=dict(metrics) if metrics else None,
+                               force=force)
+    self._drop_stale_data_states(keep={step, *self._manager.all_steps()})
+    return saved
+
+  def _drop_stale_data_states(self, keep: set[int]) -> None:
+    if not tf.io.gfile.isdir(self.data_directory):
+      return
+    for name in tf.io.gfile.listdir(self.data_directory):
+      name = name.rstrip("/")
+      if name.isdigit() and int(name) not in keep:
+        try:
+          tf.io.gfile.rmtree(os.path.join(self.data_directory, name))
+        except tf.errors.NotFoundError:
+          pass  # Another process removed it first.
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     where = f"Checkpoint {os.path.join(self.directory, str(step))}"
     saved = self._manager.item_metadata(step)
-    check_compatible(getattr(saved, "tree", saved)["params"],
-                     abstract_state.params, where)
+    check_compatible(_tree(saved)["params"], abstract_state.params, where)
     return self._manager.restore(
         step, args=ocp.args.StandardRestore(abstract_state))
 
@@ -75,3 +121,54 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.close()
 
+
+def _params_item(path: str) -> str:
+  """The orbax item directory that holds a state with `params`: `path` may be
+  that item, a step directory, a `checkpoints/` directory or a run directory
+  (the latter two: their latest step)."""
+  for candidate in (path, os.path.join(path, "checkpoints")):
+    if not tf.io.gfile.isdir(candidate):
+      continue
+    if tf.io.gfile.exists(os.path.join(candidate, "default")):
+      return os.path.join(candidate, "default")
+    steps = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(candidate)
+             if n.rstrip("/").isdigit()]
+    if steps:
+      return os.path.join(candidate, str(max(steps)), "default")
+    if tf.io.gfile.exists(os.path.join(candidate, "_METADATA")):
+      return candidate
+  raise FileNotFoundError(
+      f"Init checkpoint {path!r} is not readable: expected an orbax "
+      "checkpoint step directory (…/checkpoints/<step>), its `default` item, "
+      "or a run directory with checkpoints/<step> inside.")
+
+
+def check_params_checkpoint(path: str, abstract_params: Any) -> str:
+  """Checks that `path` holds parameters shaped like `abstract_params`;
+  returns the item directory. Raises naming the path and the first
+  mismatching parameter (cheap: reads metadata only)."""
+  item = _params_item(path)
+  try:
+    metadata = ocp.StandardCheckpointer().metadata(item)
+  except (OSError, ValueError, tf.errors.OpError) as e:
+    raise FileNotFoundError(f"Init checkpoint {item} is not a readable orbax "
+                            f"checkpoint: {e}") from e
+  tree = _tree(getattr(metadata, "item_metadata", metadata))
+  if "params" not in tree:
+    raise ValueError(f"Init checkpoint {item} has no 'params' entry; found "
+                     f"{sorted(tree)}.")
+  check_compatible(tree["params"], abstract_params, f"Init checkpoint {item}")
+  return item
+
+
+def restore_params(path: str, abstract_params: Any) -> Any:
+  """Only the parameters of another run's checkpoint (no optimizer state,
+  no step), laid out as `abstract_params` (ShapeDtypeStructs with
+  shardings)."""
+  item = check_params_checkpoint(path, abstract_params)
+  restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
+        item={"params": abstract_params},
+        restore_args={"params": restore_args}, partial_restore=True))
+  return restored["params"]

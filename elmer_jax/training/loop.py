@@ -1,8 +1,15 @@
-"""The pretraining loop: shard, resume, step, log, checkpoint.
+"""The training loop: shard, resume, step, evaluate, log, checkpoint.
 
-Resume order: the latest complete checkpoint in `model_dir` (with its data
-iterator state), else a fresh start. Randomness is step-indexed and the data
-iterator is restored, so a resumed run repeats the uninterrupted one.
+Start order: the latest complete checkpoint in `model_dir` (with its data
+iterator state), else the parameters of `init_checkpoint` (fine-tuning: fresh
+optimizer, step 0), else a fresh initialisation. Randomness is step-indexed
+and the data iterator is restored, so a resumed run repeats the uninterrupted
+one.
+
+The loop never waits on the device between steps: metrics stay on the device
+until a log or checkpoint step reads the whole window at once, and a
+non-finite loss found then names its step. A window is checked before its
+checkpoint is written, so a diverged state never becomes the latest.
 """
 
 import dataclasses
@@ -18,11 +25,14 @@ import numpy as np
 from elmer_jax import flops, objectives, partitioning
 from elmer_jax.data import pipeline
 from elmer_jax.model.config import ElmerConfig
+from elmer_jax.training import evaluation
 from elmer_jax.training import optimizer as optim
-from elmer_jax.training.checkpoints import Checkpointer
+from elmer_jax.training.checkpoints import (EVAL_LOSS, Checkpointer,
+                                            check_params_checkpoint,
+                                            restore_params)
 from elmer_jax.training.metrics_writer import MetricsWriter
-from elmer_jax.training.train_step import (ObjectiveConfig, init_train_state,
-                                           make_train_step)
+from elmer_jax.training.train_step import (ObjectiveConfig, TrainState,
+                                           init_train_state, make_train_step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,12 +48,26 @@ class TrainConfig:
   log_every: int = 50
   checkpoint_every: int = 1000
   keep_checkpoints: int = 3
+  keep_best_checkpoints: int = 0  # Also keep this many of lowest eval loss.
+  init_checkpoint: Optional[str] = None  # Parameters to start from.
   pack: bool = False
   peak_tflops: float = 0.0  # Per device; 0 leaves MFU out of the metrics.
   mesh: partitioning.MeshConfig = partitioning.MeshConfig()
   rules: partitioning.Rules = partitioning.DEFAULT_RULES
   objective: ObjectiveConfig = ObjectiveConfig()
   optimizer: optim.OptimizerConfig = optim.OptimizerConfig()
+  eval: evaluation.EvalConfig = evaluation.EvalConfig()
+
+  def __post_init__(self):
+    if self.keep_best_checkpoints and not self.eval.every:
+      raise ValueError(
+          "TrainConfig.keep_best_checkpoints needs an eval loss: set "
+          "EvalConfig.every > 0 (a multiple of checkpoint_every).")
+    if self.keep_best_checkpoints and self.eval.every % self.checkpoint_every:
+      raise ValueError(
+          f"EvalConfig.every={self.eval.every} must be a multiple of "
+          f"TrainConfig.checkpoint_every={self.checkpoint_every}, so every "
+          "eval result lands on a checkpoint (for keep_best_checkpoints).")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,6 +86,31 @@ class _Preemption:
     self.requested = True
 
 
+class _Window:
+  """Per-step metrics still on the device, read in one go when needed."""
+
+  def __init__(self):
+    self.pending: list[tuple[int, dict]] = []
+    self.start = time.time()
+
+  def add(self, step: int, metrics: dict) -> None:
+    self.pending.append((step, metrics))
+
+  def read(self, latest_checkpoint: Optional[int]) -> Optional[dict]:
+    """Sums over the window; raises naming the first non-finite step."""
+    if not self.pending:
+      return None
+    host = jax.device_get([m for _, m in self.pending])
+    for (step, _), metrics in zip(self.pending, host):
+      loss = float(metrics["loss_sum"]) / max(float(metrics["weight_sum"]), 1)
+      if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"Loss is {loss} at step {step}; stopping. The latest checkpoint "
+            f"is still step {latest_checkpoint}.")
+    sums = jax.tree.map(lambda *x: np.sum(x, axis=0), *host)
+    return dict(sums, learning_rate=host[-1]["learning_rate"])
+
+
 def train(model_config: ElmerConfig, config: TrainConfig,
           model_dir: str) -> Optional[dict]:
   """Runs (or resumes) training to `config.steps`; returns the last logged
@@ -71,9 +120,9 @@ def train(model_config: ElmerConfig, config: TrainConfig,
   lengths = {"inputs": config.encoder_length, "targets": config.decoder_length}
   data_sharding = partitioning.data_sharding(mesh, config.rules)
   optimizer = optim.make_optimizer(config.optimizer)
-  schedule = optim.learning_rate_schedule(config.optimizer)
   step_fn = make_train_step(model_config, optimizer, config.objective,
-                            config.seed, schedule)
+                            config.seed,
+                            optim.learning_rate_schedule(config.optimizer))
   init = lambda: init_train_state(model_config, optimizer,
                                   jax.random.key(config.seed), boxed=True)
   boxed = jax.eval_shape(init)
@@ -81,55 +130,65 @@ def train(model_config: ElmerConfig, config: TrainConfig,
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       nn.unbox(boxed), shardings)
+  checkpoints = Checkpointer(model_dir, config.checkpoint_every,
+                             config.keep_checkpoints,
+                             config.keep_best_checkpoints)
+  start = checkpoints.latest_step()
+  if start is None and config.init_checkpoint:
+    check_params_checkpoint(config.init_checkpoint, abstract.params)
 
   iterator = pipeline.ResumableIterator(pipeline.get_dataset(
       config.mixture_or_task, lengths, "train", config.batch_size,
       pipeline.converter_for(config.mixture_or_task, config.pack),
       seed=config.seed))
-  checkpoints = Checkpointer(model_dir, config.checkpoint_every,
-                             config.keep_checkpoints)
+  eval_batches = (evaluation.read_batches(
+      config.eval, config.mixture_or_task, lengths, config.batch_size,
+      config.pack, config.seed) if config.eval.every else None)
   writer = MetricsWriter(model_dir, enabled=jax.process_index() == 0)
   preemption = _Preemption()
   flops_per_step = config.batch_size * flops.train_flops(
       model_config, config.encoder_length, config.decoder_length)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(list(config.rules)):
-    start = checkpoints.latest_step()
-    if start is None:
-      start = 0
-      state = jax.jit(lambda: nn.unbox(init()), out_shardings=shardings)()
-    else:
-      state = checkpoints.restore(start, abstract)
-      iterator.restore(checkpoints.data_state_dir(start))
-      print(f"Resumed from step {start} in {checkpoints.directory}")
+    state = _initial_state(config, checkpoints, iterator, init, abstract,
+                           shardings, start)
     step = jax.jit(step_fn, in_shardings=(shardings, data_sharding),
                    out_shardings=(shardings, None), donate_argnums=0)
+    eval_step = (jax.jit(evaluation.make_eval_step(
+        model_config, config.objective, config.seed),
+                         in_shardings=(shardings.params, data_sharding, None))
+                 if eval_batches else None)
 
-    logged, sums, window_start, window_steps = None, None, time.time(), 0
-    for index in range(start, config.steps):
+    logged, window = None, _Window()
+    for index in range(start or 0, config.steps):
       batch = pipeline.global_batch(next(iterator), data_sharding)
       state, metrics = step(state, batch)
-      loss = float(metrics["loss_sum"]) / max(float(metrics["weight_sum"]), 1)
-      if not math.isfinite(loss):
-        checkpoints.wait()
-        raise NonFiniteLossError(
-            f"Loss is {loss} at step {index + 1}; stopping. The latest "
-            f"checkpoint is still step {checkpoints.latest_step()}.")
-      sums = metrics if sums is None else jax.tree.map(np.add, sums, metrics)
-      window_steps += 1
       done = index + 1
-      if done % config.log_every == 0 or done == config.steps:
-        seconds = (time.time() - window_start) / window_steps
-        logged = _summary(sums, window_steps, seconds, config, flops_per_step,
-                          metrics)
-        writer.write(done, logged)
-        eta = seconds * (config.steps - done)
-        print(f"step {done}/{config.steps} loss {logged['loss']:.4f} "
-              f"tokens/s {logged['tokens_per_s']:.0f} eta {eta:.0f}s",
-              flush=True)
-        sums, window_start, window_steps = None, time.time(), 0
+      window.add(done, metrics)
       last = done == config.steps or preemption.requested
-      checkpoints.save(done, state, iterator, force=last)
+      due_log = done % config.log_every == 0 or last
+      due_save = last or checkpoints.due(done)
+      if due_log or due_save:
+        steps_read = len(window.pending)
+        sums = window.read(checkpoints.latest_step())
+        if due_log:
+          seconds = (time.time() - window.start) / steps_read
+          logged = _summary(sums, steps_read, seconds, config, flops_per_step)
+          writer.write(done, logged)
+          print(f"step {done}/{config.steps} loss {logged['loss']:.4f} "
+                f"tokens/s {logged['tokens_per_s']:.0f} "
+                f"eta {seconds * (config.steps - done):.0f}s", flush=True)
+          window = _Window()
+      eval_metrics = None
+      if eval_step and done % config.eval.every == 0:
+        eval_metrics = evaluation.evaluate(eval_step, state.params,
+                                           eval_batches, data_sharding)
+        writer.write(done, eval_metrics)
+        print(f"step {done} eval loss {eval_metrics[EVAL_LOSS]:.4f}",
+              flush=True)
+      if due_save:
+        checkpoints.save(done, state, iterator, force=last,
+                         metrics=eval_metrics)
       if preemption.requested:
         print(f"SIGTERM: saved step {done} and stopped.", flush=True)
         break
@@ -139,16 +198,33 @@ def train(model_config: ElmerConfig, config: TrainConfig,
   return logged
 
 
-def _summary(sums, steps: int, seconds: float, config: TrainConfig,
-             flops_per_step: int, last_metrics) -> dict:
+def _initial_state(config: TrainConfig, checkpoints: Checkpointer, iterator,
+                   init, abstract: TrainState, shardings,
+                   start: Optional[int]) -> TrainState:
+  """Resume, or start from `init_checkpoint`'s parameters, or from scratch."""
+  if start is not None:
+    state = checkpoints.restore(start, abstract)
+    iterator.restore(checkpoints.data_state_dir(start))
+    print(f"Resumed from step {start} in {checkpoints.directory}")
+    return state
+  state = jax.jit(lambda: nn.unbox(init()), out_shardings=shardings)()
+  if config.init_checkpoint:
+    params = restore_params(config.init_checkpoint, abstract.params)
+    state = state.replace(params=params)
+    print(f"Initialised parameters from {config.init_checkpoint}")
+  return state
+
+
+def _summary(sums: dict, steps: int, seconds: float, config: TrainConfig,
+             flops_per_step: int) -> dict:
   """Means over the logging window, plus speed, learning rate, grad norm."""
   out = objectives.summarize({k: v for k, v in sums.items()
                               if k not in ("grad_norm", "learning_rate")})
   out = {k: v for k, v in out.items() if math.isfinite(v)}
   tokens = config.batch_size * (config.encoder_length + config.decoder_length)
   out.update(
-      grad_norm=float(np.asarray(sums["grad_norm"])) / steps,
-      learning_rate=float(np.asarray(last_metrics["learning_rate"])),
+      grad_norm=float(sums["grad_norm"]) / steps,
+      learning_rate=float(sums["learning_rate"]),
       step_time_s=seconds, tokens_per_s=tokens / seconds)
   if config.peak_tflops:
     out["mfu"] = flops_per_step / seconds / (
