@@ -1,4 +1,5 @@
-"""SIGKILL mid-run, restart: the run ends exactly as an uninterrupted one."""
+"""SIGKILL mid-run, restart: the run ends exactly as an uninterrupted one,
+also when the kill lands in the middle of an asynchronous checkpoint save."""
 
 import json
 import os
@@ -15,15 +16,16 @@ from tests.test_train_loop import _params
 pytestmark = pytest.mark.slow
 
 STEPS = 40
+ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
 
 
-def _command(model_dir):
+def _command(model_dir, checkpoint_every=10):
   return [sys.executable, "-m", "elmer_jax.train",
           "--gin_file=experiments/demo_sample_tiny.gin",
           f"--model_dir={model_dir}",
           f"--gin.loop.TrainConfig.steps={STEPS}",
           "--gin.loop.TrainConfig.log_every=1",
-          "--gin.loop.TrainConfig.checkpoint_every=10",
+          f"--gin.loop.TrainConfig.checkpoint_every={checkpoint_every}",
           "--gin.loop.TrainConfig.encoder_length=32",
           "--gin.loop.TrainConfig.decoder_length=32"]
 
@@ -43,12 +45,35 @@ def _logged_steps(model_dir):
     return sum(1 for _ in f)
 
 
-def test_sigkill_then_restart_matches_the_straight_run(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  straight, killed = tmp_path / "straight", tmp_path / "killed"
-  subprocess.run(_command(straight), check=True, env=env, capture_output=True)
+def _unfinished_saves(model_dir):
+  """Checkpoint directories orbax has not yet committed (renamed to the
+  step number)."""
+  directory = os.path.join(model_dir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  return [n for n in os.listdir(directory) if not n.isdigit()]
 
-  process = subprocess.Popen(_command(killed), env=env,
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  model_dir = tmp_path_factory.mktemp("straight")
+  subprocess.run(_command(model_dir), check=True, env=ENV, capture_output=True)
+  return model_dir
+
+
+def _assert_matches(straight, killed):
+  expected, got = _losses(straight), _losses(killed)
+  assert sorted(got) == list(range(1, STEPS + 1))
+  for step in range(1, STEPS + 1):
+    assert got[step] == expected[step], step
+  a, b = _params(straight, STEPS), _params(killed, STEPS)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_sigkill_then_restart_matches_the_straight_run(straight, tmp_path):
+  killed = tmp_path / "killed"
+  process = subprocess.Popen(_command(killed), env=ENV,
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
@@ -57,12 +82,32 @@ def test_sigkill_then_restart_matches_the_straight_run(tmp_path):
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert 25 <= _logged_steps(killed) < STEPS
-  subprocess.run(_command(killed), check=True, env=env, capture_output=True)
+  subprocess.run(_command(killed), check=True, env=ENV, capture_output=True)
+  _assert_matches(straight, killed)
 
-  expected, got = _losses(straight), _losses(killed)
-  assert sorted(got) == list(range(1, STEPS + 1))
-  for step in range(1, STEPS + 1):
-    assert got[step] == expected[step], step
-  a, b = _params(straight, STEPS), _params(killed, STEPS)
-  for key in a:
-    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+def test_sigkill_during_an_async_save_resumes_from_the_previous_step(
+    straight, tmp_path):
+  """Saves every step; the kill comes as soon as a save is seen in flight
+  (a temporary directory orbax has not yet renamed to its step)."""
+  killed = tmp_path / "killed"
+  process = subprocess.Popen(_command(killed, checkpoint_every=1), env=ENV,
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None:
+    if _logged_steps(killed) >= 5 and _unfinished_saves(killed):
+      process.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.0005)
+  process.wait()
+  half_written = _unfinished_saves(killed)
+  assert half_written, "the kill did not land during a save"
+  complete = [int(n) for n in os.listdir(killed / "checkpoints") if n.isdigit()]
+  half_step = int(half_written[0].split(".")[0])
+  assert max(complete) < half_step
+
+  restart = subprocess.run(_command(killed, checkpoint_every=1), check=True,
+                           env=ENV, capture_output=True, text=True)
+  assert f"Resumed from step {max(complete)} " in restart.stdout
+  _assert_matches(straight, killed)
