@@ -112,8 +112,9 @@ def register_text_files_task(name: str, train_files: Sequence[str],
 def register_pretraining_tasks(vocabulary: Optional[seqio.Vocabulary] = None,
                                suffix: str = "",
                                noise: NoiseConfig = NoiseConfig(),
-                               tfds_data_dir: Optional[str] = None) -> None:
-  """C4, Wikipedia, their mixture and the bundled sample, for `vocabulary`.
+                               tfds_data_dir: Optional[str] = None) -> str:
+  """C4, Wikipedia, their mixture and the bundled sample, for `vocabulary`;
+  returns the mixture's name (so gin can bind it as the training task).
 
   `tfds_data_dir`: where TFDS data lives (a local path or gs://...); None
   uses TFDS's default.
@@ -136,3 +137,4 @@ def register_pretraining_tasks(vocabulary: Optional[seqio.Vocabulary] = None,
                              (f"wikipedia_en_elmer{suffix}", 1.0)])
   _register(f"sample_wiki_elmer{suffix}", holdout_source(SAMPLE_JSONL),
             vocabulary, noise, True, [preprocessors.parse_jsonl("text")])
+  return f"c4_wiki_elmer{suffix}"

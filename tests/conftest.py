@@ -5,11 +5,15 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import json
+
 import jax
 import numpy as np
 import pytest
+import tokenizers
 
 from elmer_jax.model.config import ElmerConfig
+from tasks import pretraining
 
 # Parity is about semantics, checked in true fp32: on GPUs JAX's default f32
 # matmul uses TF32 (about 1e-3 off). A no-op on CPU.
@@ -29,3 +33,31 @@ def random_tokens(rng: np.random.Generator, config: ElmerConfig, batch: int,
                   length: int) -> np.ndarray:
   """Token ids that avoid the special ids 0..3."""
   return rng.integers(4, config.vocab_size, (batch, length)).astype(np.int32)
+
+
+# Text with the byte classes BPE must cover (accents, CJK, emoji, quotes).
+BPE_EXTRA_TEXT = ["café naïve résumé", "日本語のテキスト", "emoji 🙂 here",
+                  "It's, they're: (quoted) \"text\".", "Numbers 1234 and 3.14!"]
+
+
+@pytest.fixture(scope="session")
+def bpe_dir(tmp_path_factory):
+  """A small BART-style vocab.json + merges.txt trained on the sample."""
+  with open(pretraining.SAMPLE_JSONL) as f:
+    lines = [json.loads(line)["text"] for line in f][:20]
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=600, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+  tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
+  tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(
+      add_prefix_space=False)
+  tokenizer.train_from_iterator(lines + BPE_EXTRA_TEXT, trainer)
+  tokenizer.add_special_tokens(["<mask>"])
+  path = tmp_path_factory.mktemp("bpe")
+  tokenizer.model.save(str(path))
+  vocab = json.loads((path / "vocab.json").read_text())
+  vocab["<mask>"] = len(vocab)  # BART keeps <mask> as the last id.
+  (path / "vocab.json").write_text(json.dumps(vocab))
+  return path
+
+

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-import tokenizers
 import transformers
 
 import seqio
@@ -21,26 +20,6 @@ STRINGS = [
     "Numbers 1234 and 3.14!", "café naïve résumé", "日本語のテキスト",
     "emoji 🙂 here", "line\nbreak", "", "It's, they're: (quoted) \"text\".",
 ]
-
-
-@pytest.fixture(scope="module")
-def bpe_dir(tmp_path_factory):
-  with open(pretraining.SAMPLE_JSONL) as f:
-    lines = [json.loads(line)["text"] for line in f][:20]
-  trainer = tokenizers.trainers.BpeTrainer(
-      vocab_size=600, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-  tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
-  tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(
-      add_prefix_space=False)
-  tokenizer.train_from_iterator(lines + STRINGS, trainer)
-  tokenizer.add_special_tokens(["<mask>"])
-  path = tmp_path_factory.mktemp("bpe")
-  tokenizer.model.save(str(path))
-  vocab = json.loads((path / "vocab.json").read_text())
-  vocab["<mask>"] = len(vocab)  # BART keeps <mask> as the last id.
-  (path / "vocab.json").write_text(json.dumps(vocab))
-  return path
 
 
 def test_ids_match_bart_tokenizers(bpe_dir):

@@ -68,7 +68,8 @@ class Checkpointer:
                 save_every),
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
                 policies),
-            enable_async_checkpointing=True, **best),
+            enable_async_checkpointing=True, cleanup_tmp_directories=True,
+            **best),
         item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> Optional[int]:
