@@ -41,14 +41,26 @@ def _bound(name: str) -> bool:
     return False
 
 
+def _user_data_bindings(name: str, bpe_dir, tmp_path) -> list[str]:
+  """Bindings for the files a user must point at their own data."""
+  if "c4_wiki" in name:
+    return [f"BART_VOCAB_DIR = '{bpe_dir}'"]
+  if name == "data/pairs_files.gin":
+    for split in ("train", "dev"):
+      (tmp_path / f"{split}.src").write_text("a question\n")
+      (tmp_path / f"{split}.tgt").write_text("an answer\n")
+    return [f"TRAIN_FILES = ['{tmp_path}/train.src']",
+            f"VALIDATION_FILES = ['{tmp_path}/dev.src']"]
+  return []
+
+
 @pytest.mark.parametrize("name", GIN_FILES)
-def test_gin_file_parses_and_builds(name, bpe_dir):
+def test_gin_file_parses_and_builds(name, bpe_dir, tmp_path):
   """Parses the file and evaluates its macros: every configurable it binds
   is built, so a misspelled parameter or a bad value fails here."""
   files = (["models/tiny.gin"] if name.startswith(NEEDS_MODEL) else []) + [
       name]
-  gin_utils.parse(files, [f"BART_VOCAB_DIR = '{bpe_dir}'"]
-                  if "c4_wiki" in name else [])
+  gin_utils.parse(files, _user_data_bindings(name, bpe_dir, tmp_path))
   built = {m: gin_utils.macro(m) for m in
            {"MODEL_CONFIG", "TRAIN_CONFIG", *_macros(name)} if _bound(m)}
   assert built, f"{name} defines nothing to build"
