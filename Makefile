@@ -29,6 +29,8 @@ test-slow: $(INSTALLED)
 	$(PY) -m pytest -q -m slow
 
 bench: $(INSTALLED)
+	$(PY) bench/train_throughput.py --gin_file=models/tiny.gin
+	$(PY) bench/train_throughput.py --gin_file=models/base.gin --batch=2 --steps=3
 	$(PY) bench/forward_backward.py --gin_file=models/tiny.gin
 	$(PY) bench/forward_backward.py --gin_file=models/base.gin --batch=2 --steps=3
 

@@ -12,11 +12,12 @@ non-finite loss found then names its step. A window is checked before its
 checkpoint is written, so a diverged state never becomes the latest.
 """
 
+import contextlib
 import dataclasses
 import math
 import signal
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -111,13 +112,31 @@ class _Window:
     return dict(sums, learning_rate=host[-1]["learning_rate"])
 
 
-def train(model_config: ElmerConfig, config: TrainConfig,
-          model_dir: str) -> Optional[dict]:
-  """Runs (or resumes) training to `config.steps`; returns the last logged
-  metrics."""
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """The compiled-to-be pieces of a run: mesh, shardings, state init and the
+  jitted step. Trace and run them inside `context()`."""
+
+  mesh: jax.sharding.Mesh
+  rules: partitioning.Rules
+  data_sharding: jax.sharding.NamedSharding
+  shardings: TrainState
+  abstract: TrainState  # ShapeDtypeStructs carrying the shardings.
+  init: Callable[[], TrainState]  # A fresh, sharded state.
+  step: Callable  # jitted (state, batch) -> (state, metrics); donates state.
+
+  def context(self) -> contextlib.AbstractContextManager:
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(list(self.rules)))
+    return stack
+
+
+def build(model_config: ElmerConfig, config: TrainConfig) -> Program:
+  """Mesh, shardings and the jitted train step for `config` (no data, no
+  compilation yet); checks the mesh and the batch against the devices."""
   mesh = partitioning.make_mesh(config.mesh)
   partitioning.check_batch_size(config.batch_size, mesh, config.rules)
-  lengths = {"inputs": config.encoder_length, "targets": config.decoder_length}
   data_sharding = partitioning.data_sharding(mesh, config.rules)
   optimizer = optim.make_optimizer(config.optimizer)
   step_fn = make_train_step(model_config, optimizer, config.objective,
@@ -130,12 +149,26 @@ def train(model_config: ElmerConfig, config: TrainConfig,
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       nn.unbox(boxed), shardings)
+  return Program(
+      mesh=mesh, rules=config.rules, data_sharding=data_sharding,
+      shardings=shardings, abstract=abstract,
+      init=jax.jit(lambda: nn.unbox(init()), out_shardings=shardings),
+      step=jax.jit(step_fn, in_shardings=(shardings, data_sharding),
+                   out_shardings=(shardings, None), donate_argnums=0))
+
+
+def train(model_config: ElmerConfig, config: TrainConfig,
+          model_dir: str) -> Optional[dict]:
+  """Runs (or resumes) training to `config.steps`; returns the last logged
+  metrics."""
+  program = build(model_config, config)
+  lengths = {"inputs": config.encoder_length, "targets": config.decoder_length}
   checkpoints = Checkpointer(model_dir, config.checkpoint_every,
                              config.keep_checkpoints,
                              config.keep_best_checkpoints)
   start = checkpoints.latest_step()
   if start is None and config.init_checkpoint:
-    check_params_checkpoint(config.init_checkpoint, abstract.params)
+    check_params_checkpoint(config.init_checkpoint, program.abstract.params)
 
   iterator = pipeline.ResumableIterator(pipeline.get_dataset(
       config.mixture_or_task, lengths, "train", config.batch_size,
@@ -148,21 +181,20 @@ def train(model_config: ElmerConfig, config: TrainConfig,
   preemption = _Preemption()
   flops_per_step = config.batch_size * flops.train_flops(
       model_config, config.encoder_length, config.decoder_length)
+  data_sharding = program.data_sharding
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(list(config.rules)):
-    state = _initial_state(config, checkpoints, iterator, init, abstract,
-                           shardings, start)
-    step = jax.jit(step_fn, in_shardings=(shardings, data_sharding),
-                   out_shardings=(shardings, None), donate_argnums=0)
+  with program.context():
+    state = _initial_state(config, checkpoints, iterator, program, start)
     eval_step = (jax.jit(evaluation.make_eval_step(
         model_config, config.objective, config.seed),
-                         in_shardings=(shardings.params, data_sharding, None))
+                         in_shardings=(program.shardings.params, data_sharding,
+                                       None))
                  if eval_batches else None)
 
     logged, window = None, _Window()
     for index in range(start or 0, config.steps):
       batch = pipeline.global_batch(next(iterator), data_sharding)
-      state, metrics = step(state, batch)
+      state, metrics = program.step(state, batch)
       done = index + 1
       window.add(done, metrics)
       last = done == config.steps or preemption.requested
@@ -199,17 +231,16 @@ def train(model_config: ElmerConfig, config: TrainConfig,
 
 
 def _initial_state(config: TrainConfig, checkpoints: Checkpointer, iterator,
-                   init, abstract: TrainState, shardings,
-                   start: Optional[int]) -> TrainState:
+                   program: Program, start: Optional[int]) -> TrainState:
   """Resume, or start from `init_checkpoint`'s parameters, or from scratch."""
   if start is not None:
-    state = checkpoints.restore(start, abstract)
+    state = checkpoints.restore(start, program.abstract)
     iterator.restore(checkpoints.data_state_dir(start))
     print(f"Resumed from step {start} in {checkpoints.directory}")
     return state
-  state = jax.jit(lambda: nn.unbox(init()), out_shardings=shardings)()
+  state = program.init()
   if config.init_checkpoint:
-    params = restore_params(config.init_checkpoint, abstract.params)
+    params = restore_params(config.init_checkpoint, program.abstract.params)
     state = state.replace(params=params)
     print(f"Initialised parameters from {config.init_checkpoint}")
   return state

@@ -1,0 +1,118 @@
+"""Throughput of the trainer's own step (optimizer, sharding, donation,
+microbatching) on synthetic batches shaped like the pipeline's; prints JSON.
+
+The step is `loop.build(...).step`, exactly what `python -m elmer_jax.train`
+runs, so this measures the trainer without the input pipeline (see
+bench/data_pipeline.py for that). MFU = model matmul FLOPs
+(`elmer_jax/flops.py`) / step time / (peak_tflops * 1e12 * devices).
+
+  python bench/train_throughput.py --gin_file=models/tiny.gin
+  python bench/train_throughput.py --gin_file=models/base.gin --batch=2 \
+      --encoder_length=128 --decoder_length=128 --steps=3
+  python bench/train_throughput.py --gin_file=models/base.gin --batch=32 \
+      --gin="config.ElmerConfig.dtype='bfloat16'" --peak_tflops=989
+"""
+
+import dataclasses
+import json
+import resource
+import time
+
+from absl import app, flags
+import jax
+import numpy as np
+
+from elmer_jax import flops, gin_utils, partitioning
+from elmer_jax.model.params import count_params
+from elmer_jax.training import loop
+from elmer_jax.training.train_step import ObjectiveConfig
+
+_GIN_FILES = flags.DEFINE_multi_string("gin_file", ["models/tiny.gin"],
+                                       "Gin files defining MODEL_CONFIG.")
+_BINDINGS = flags.DEFINE_multi_string("gin", [], "Extra gin bindings.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Global sequences per step.")
+_ENC_LEN = flags.DEFINE_integer("encoder_length", 128, "Encoder tokens.")
+_DEC_LEN = flags.DEFINE_integer("decoder_length", 128, "Decoder tokens.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after compilation.")
+_MICRO = flags.DEFINE_integer("microbatches", 1, "Gradient accumulation.")
+_OPTIMIZER = flags.DEFINE_enum("optimizer", "adamw", ["adamw", "adafactor"],
+                               "Optimizer.")
+_MESH = flags.DEFINE_list("ici", ["-1", "1", "1"], "(data, fsdp, tensor).")
+_PEAK = flags.DEFINE_float("peak_tflops", 0.0,
+                           "Device peak TFLOP/s for MFU; 0 leaves MFU out.")
+
+
+def _batch(config, batch: int, enc: int, dec: int) -> dict[str, np.ndarray]:
+  """Random ids; decoder input `<s>` + `<mask>`s; all targets weighted."""
+  rng = np.random.default_rng(0)
+  ids = lambda length: rng.integers(5, config.vocab_size, (batch, length),
+                                    dtype=np.int32)
+  decoder_input = np.full((batch, dec), config.mask_id, np.int32)
+  decoder_input[:, 0] = config.bos_id
+  return {"encoder_input_tokens": ids(enc),
+          "decoder_input_tokens": decoder_input,
+          "decoder_target_tokens": ids(dec),
+          "decoder_loss_weights": np.ones((batch, dec), np.float32)}
+
+
+def main(argv):
+  del argv
+  gin_utils.parse(_GIN_FILES.value, _BINDINGS.value)
+  model_config = gin_utils.macro("MODEL_CONFIG")
+  base = loop.TrainConfig()
+  config = dataclasses.replace(
+      base, batch_size=_BATCH.value, encoder_length=_ENC_LEN.value,
+      decoder_length=_DEC_LEN.value,
+      mesh=partitioning.MeshConfig(ici=tuple(int(x) for x in _MESH.value)),
+      objective=ObjectiveConfig(microbatches=_MICRO.value),
+      optimizer=dataclasses.replace(base.optimizer, name=_OPTIMIZER.value))
+  program = loop.build(model_config, config)
+  with program.context():
+    batch = {k: jax.device_put(v, program.data_sharding) for k, v in
+             _batch(model_config, _BATCH.value, _ENC_LEN.value,
+                    _DEC_LEN.value).items()}
+    state = program.init()
+    start = time.perf_counter()
+    compiled = program.step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(_STEPS.value):
+      state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    step_s = (time.perf_counter() - start) / _STEPS.value
+
+  model_flops = _BATCH.value * flops.train_flops(model_config, _ENC_LEN.value,
+                                                 _DEC_LEN.value)
+  device_memory = jax.devices()[0].memory_stats() or {}
+  result = {
+      "bench": "train_throughput",
+      "device": jax.devices()[0].device_kind,
+      "num_devices": jax.device_count(),
+      "mesh": dict(program.mesh.shape),
+      "params": count_params(model_config),
+      "dtype": model_config.dtype,
+      "optimizer": _OPTIMIZER.value,
+      "batch": _BATCH.value,
+      "microbatches": _MICRO.value,
+      "encoder_length": _ENC_LEN.value,
+      "decoder_length": _DEC_LEN.value,
+      "compile_s": round(compile_s, 3),
+      "step_s": round(step_s, 5),
+      "tokens_per_s": round(_BATCH.value * (_ENC_LEN.value + _DEC_LEN.value)
+                            / step_s, 1),
+      "model_tflops_per_s": round(model_flops / step_s / 1e12, 4),
+      "loss": float(metrics["loss_sum"] / metrics["weight_sum"]),
+      "peak_device_bytes": device_memory.get("peak_bytes_in_use"),
+      "peak_host_rss_bytes": resource.getrusage(
+          resource.RUSAGE_SELF).ru_maxrss * 1024,
+  }
+  if _PEAK.value:
+    result["mfu"] = round(model_flops / step_s / (
+        _PEAK.value * 1e12 * jax.device_count()), 4)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)
