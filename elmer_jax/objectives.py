@@ -1,4 +1,4 @@
-"""Exit-layer sampling, the LPLM loss and its per-exit-layer metrics.
+"""Exit-layer sampling, the LPLM and soft-exit losses, per-layer metrics.
 
 Metrics come back as sums (and counts) so that microbatches, devices and hosts
 can be added up before dividing; `summarize` turns them into the numbers people
@@ -108,11 +108,48 @@ def lplm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array,
   return loss, sums
 
 
-def summarize(sums: Mapping[str, jax.Array]) -> dict[str, float]:
-  """Metric sums → means: loss, accuracy, average exit layer, per exit layer.
+def soft_exit_loss(layer_logits: jax.Array, targets: jax.Array,
+                   weights: jax.Array, *, label_smoothing: float = 0.0,
+                   z_loss: float = 0.0
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Fine-tuning loss as released: the mean over layers of each off-ramp's
+  token-mean loss. `layer_logits` is (layers, batch, length, vocab).
 
-  Per-layer entries are named `exit_layer_{l}/...`; a layer no token used
-  reports NaN rather than a misleading zero.
+  Every layer scores the same tokens, so that mean equals the token mean of
+  each token's layer-mean loss, and `loss_sum` adds across microbatches.
+  `cross_entropy` and `accuracy` describe the output (the last layer, which
+  inference reads); per layer they are under `layer_{l}/` in `summarize`.
+  """
+  num_layers = layer_logits.shape[0]
+  objective, nll, z_term = cross_entropy(layer_logits, targets[None],
+                                         label_smoothing, z_loss)
+  weights = weights.astype(jnp.float32)
+  correct = (jnp.argmax(layer_logits, axis=-1) == targets[None]).astype(
+      jnp.float32)
+  per_layer = lambda x: jnp.einsum("l...,...->l", x, weights)
+  weight_sum = jnp.sum(weights)
+  layer_nll, layer_correct = per_layer(nll), per_layer(correct)
+  sums = {
+      "loss_sum": jnp.sum(per_layer(objective)) / num_layers,
+      "cross_entropy_sum": layer_nll[-1],
+      "z_loss_sum": jnp.sum(per_layer(z_term)) / num_layers,
+      "correct_sum": layer_correct[-1],
+      "weight_sum": weight_sum,
+      "exit_layer_sum": (num_layers - 1) * weight_sum,
+      "layer_cross_entropy_sum": layer_nll,
+      "layer_correct_sum": layer_correct,
+  }
+  loss = sums["loss_sum"] / jnp.maximum(weight_sum, 1e-8)
+  return loss, sums
+
+
+def summarize(sums: Mapping[str, jax.Array]) -> dict[str, float]:
+  """Metric sums → means: loss, accuracy, average exit layer, per layer.
+
+  LPLM sums (with `layer_weight_sum`) give per exit layer entries
+  `exit_layer_{l}/...`, where a layer no token used reports NaN rather than a
+  misleading zero; soft-exit sums (every token scored at every layer) give
+  per off-ramp entries `layer_{l}/...`.
   """
   s = {k: np.asarray(v, np.float64) for k, v in sums.items()}
   total = max(float(s["weight_sum"]), 1e-8)
@@ -123,9 +160,14 @@ def summarize(sums: Mapping[str, jax.Array]) -> dict[str, float]:
       "accuracy": float(s["correct_sum"]) / total,
       "average_exit_layer": float(s["exit_layer_sum"]) / total,
   }
-  for layer, count in enumerate(s["layer_weight_sum"]):
+  by_exit = "layer_weight_sum" in s
+  counts = (s["layer_weight_sum"] if by_exit else
+            np.full(len(s["layer_cross_entropy_sum"]), s["weight_sum"]))
+  prefix = "exit_layer" if by_exit else "layer"
+  for layer, count in enumerate(counts):
     mean = (lambda key: float(s[key][layer]) / count if count else float("nan"))
-    out[f"exit_layer_{layer}/cross_entropy"] = mean("layer_cross_entropy_sum")
-    out[f"exit_layer_{layer}/accuracy"] = mean("layer_correct_sum")
-    out[f"exit_layer_{layer}/fraction"] = float(count) / total
+    out[f"{prefix}_{layer}/cross_entropy"] = mean("layer_cross_entropy_sum")
+    out[f"{prefix}_{layer}/accuracy"] = mean("layer_correct_sum")
+    if by_exit:
+      out[f"{prefix}_{layer}/fraction"] = float(count) / total
   return out

@@ -79,6 +79,9 @@ def name_map(config: ElmerConfig) -> Iterator[tuple[str, str, Transform]]:
   """(our per-layer path, HF key, transform) for every parameter."""
   yield "shared/embedding", "model.shared.weight", IDENTITY
   yield "final_logits_bias", "final_logits_bias", ROW
+  if config.soft_exit:
+    # Released fine-tuned ELMER: BartForConditionalGeneration.concat_head.
+    yield "concat_head", "concat_head.weight", DENSE
   for side, layer, count in (("encoder", ENCODER_LAYER, config.encoder_layers),
                              ("decoder", DECODER_LAYER, config.decoder_layers)):
     yield (f"{side}/embed_positions/embedding",

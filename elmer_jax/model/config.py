@@ -32,6 +32,9 @@ class ElmerConfig:
   eos_id: int = 2
   unk_id: int = 3
   mask_id: int = 50264
+  # Fine-tuned ELMER as released: each layer after the first also reads the
+  # previous layer's predicted token, through `concat_head` (see off_ramp.py).
+  soft_exit: bool = False
   # Numerics and memory layout; none of these change the function computed.
   dtype: str = "float32"
   param_dtype: str = "float32"

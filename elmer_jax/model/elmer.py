@@ -1,7 +1,9 @@
 """Elmer: the encoder-decoder with off-ramps, and the checks on its inputs.
 
 The off-ramp of every decoder layer is the one tied LM head:
-`shared.attend(h) + final_logits_bias`. There are no per-layer heads.
+`shared.attend(h) + final_logits_bias`. There are no per-layer heads. With
+`ElmerConfig.soft_exit` the model also has `concat_head` (2d -> d, no bias,
+one for all layers, at the top of the tree as in the released HF model).
 """
 
 from typing import Optional
@@ -12,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from elmer_jax.model import initializers
+from elmer_jax.model import initializers, off_ramp
 from elmer_jax.model.attention import attention_mask
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.decoder import Decoder
@@ -27,9 +29,12 @@ class ElmerOutput:
   `layer_logits`: (layers, batch, length, vocab), every off-ramp after
   copy-on-exit (a token that left at layer l shows its exit logits above l);
   only when asked for.
+  `exit_layers`: (batch, length) int32, the layer each token left at: the
+  given ones, or earlier where entropy early exit moved them.
   """
 
   logits: jax.Array
+  exit_layers: jax.Array
   layer_logits: Optional[jax.Array] = None
 
 
@@ -58,7 +63,8 @@ def _check_shape(name: str, x, expected: tuple[int, ...], why: str) -> None:
 def validate_inputs(config: ElmerConfig, encoder_input_tokens,
                     decoder_input_tokens, exit_layers=None, *,
                     encoder_segment_ids=None, decoder_segment_ids=None,
-                    encoder_positions=None, decoder_positions=None) -> None:
+                    encoder_positions=None, decoder_positions=None,
+                    gold_tokens=None) -> None:
   """Raises ValueError naming the argument that does not fit `config`.
 
   Shapes are checked always (at trace time, i.e. before compilation); value
@@ -103,6 +109,14 @@ def validate_inputs(config: ElmerConfig, encoder_input_tokens,
     _check_range("exit_layers", exit_layers, 0, config.decoder_layers - 1,
                  f"a decoder of ElmerConfig.decoder_layers="
                  f"{config.decoder_layers} layers")
+  if gold_tokens is not None:
+    if not config.soft_exit:
+      raise ValueError("gold_tokens are mixed into the soft-exit feedback; "
+                       "this model has ElmerConfig.soft_exit=False.")
+    _check_shape("gold_tokens", gold_tokens, tuple(decoder_input_tokens.shape),
+                 "one gold label per decoder token")
+    _check_range("gold_tokens", gold_tokens, 0, config.vocab_size - 1,
+                 f"ElmerConfig.vocab_size={config.vocab_size}")
 
 
 class Elmer(nn.Module):
@@ -118,14 +132,19 @@ class Elmer(nn.Module):
     self.final_logits_bias = self.param(
         "final_logits_bias", initializers.zeros(("vocab",)),
         (cfg.vocab_size,), cfg.weight_dtype)
+    # (2d, d) like an FFN's second matrix: split over `tensor` on the input.
+    self.concat_head = (self.param(
+        "concat_head", initializers.normal(cfg.init_std, ("mlp", "embed")),
+        (2 * cfg.d_model, cfg.d_model), cfg.weight_dtype)
+                        if cfg.soft_exit else None)
+
+  def off_ramp_weights(self) -> off_ramp.OffRampWeights:
+    return off_ramp.OffRampWeights(self.shared.embedding,
+                                   self.final_logits_bias, self.concat_head)
 
   def off_ramp(self, states: jax.Array) -> jax.Array:
-    """The tied LM head: logits (fp32) for decoder states."""
-    logits = self.shared.attend(states.astype(self.config.compute_dtype))
-    logits = logits.astype(jnp.float32) + self.final_logits_bias
-    return nn.with_logical_constraint(
-        logits, ("batch", "length", "vocab") if logits.ndim == 3 else
-        ("layers", "batch", "length", "vocab"))
+    """The tied LM head: logits (fp32) for (batch, length, embed) states."""
+    return off_ramp.logits(self.config, self.off_ramp_weights(), states)
 
   def encode(self, encoder_input_tokens: jax.Array, *,
              encoder_segment_ids: Optional[jax.Array] = None,
@@ -144,8 +163,15 @@ class Elmer(nn.Module):
              decoder_segment_ids: Optional[jax.Array] = None,
              decoder_positions: Optional[jax.Array] = None,
              deterministic: bool = True,
-             return_all_layers: bool = False) -> ElmerOutput:
+             return_all_layers: bool = False,
+             gold_tokens: Optional[jax.Array] = None,
+             gold_mix_rate: float = 0.0,
+             exit_threshold: Optional[float] = None) -> ElmerOutput:
+    """Decoder pass over encoder states; arguments as in `__call__`."""
     cfg = self.config
+    if not 0.0 <= gold_mix_rate <= 1.0:
+      raise ValueError(f"gold_mix_rate={gold_mix_rate} is not a probability "
+                       "in [0, 1].")
     if exit_layers is None:
       exit_layers = jnp.full(decoder_input_tokens.shape, cfg.decoder_layers - 1,
                              jnp.int32)
@@ -155,13 +181,15 @@ class Elmer(nn.Module):
     cross_mask = attention_mask(decoder_input_tokens, encoder_input_tokens,
                                 cfg.pad_id, decoder_segment_ids,
                                 encoder_segment_ids)
-    exit_states, layer_states = self.decoder(
+    exit_states, exit_layers, layer_logits = self.decoder(
         decoder_input_tokens, encoded, self_mask, cross_mask, exit_layers,
-        decoder_positions, deterministic, return_all_layers)
-    return ElmerOutput(
-        logits=self.off_ramp(exit_states),
-        layer_logits=(self.off_ramp(layer_states) if return_all_layers
-                      else None))
+        self.off_ramp_weights(), decoder_positions, deterministic,
+        collect_logits=return_all_layers, gold_tokens=gold_tokens,
+        gold_mix_rate=gold_mix_rate,
+        exit_threshold=(None if exit_threshold is None else
+                        jnp.asarray(exit_threshold, jnp.float32)))
+    return ElmerOutput(logits=self.off_ramp(exit_states),
+                       exit_layers=exit_layers, layer_logits=layer_logits)
 
   def __call__(self, encoder_input_tokens: jax.Array,
                decoder_input_tokens: jax.Array,
@@ -171,14 +199,24 @@ class Elmer(nn.Module):
                encoder_positions: Optional[jax.Array] = None,
                decoder_positions: Optional[jax.Array] = None,
                deterministic: bool = True,
-               return_all_layers: bool = False) -> ElmerOutput:
-    """Full forward pass. `exit_layers` defaults to the last layer for all."""
+               return_all_layers: bool = False,
+               gold_tokens: Optional[jax.Array] = None,
+               gold_mix_rate: float = 0.0,
+               exit_threshold: Optional[float] = None) -> ElmerOutput:
+    """Full forward pass. `exit_layers` defaults to the last layer for all.
+
+    Soft exit (`ElmerConfig.soft_exit`): `gold_tokens` (the labels; give them
+    in training only, as the released code) replace the fed-back argmax with
+    probability `gold_mix_rate`, drawn from the `gold_mix` rng stream.
+    `exit_threshold` (nats; None or 0: off) lets a token leave at the first
+    layer whose off-ramp entropy is <= it, if before its exit layer.
+    """
     validate_inputs(
         self.config, encoder_input_tokens, decoder_input_tokens, exit_layers,
         encoder_segment_ids=encoder_segment_ids,
         decoder_segment_ids=decoder_segment_ids,
         encoder_positions=encoder_positions,
-        decoder_positions=decoder_positions)
+        decoder_positions=decoder_positions, gold_tokens=gold_tokens)
     encoded = self.encode(encoder_input_tokens,
                           encoder_segment_ids=encoder_segment_ids,
                           encoder_positions=encoder_positions,
@@ -188,4 +226,6 @@ class Elmer(nn.Module):
                        decoder_segment_ids=decoder_segment_ids,
                        decoder_positions=decoder_positions,
                        deterministic=deterministic,
-                       return_all_layers=return_all_layers)
+                       return_all_layers=return_all_layers,
+                       gold_tokens=gold_tokens, gold_mix_rate=gold_mix_rate,
+                       exit_threshold=exit_threshold)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from elmer_jax.model.config import ElmerConfig
+from elmer_jax.model.off_ramp import GOLD_MIX_RNG
 
 _REMAT_POLICIES = {
     "full": None,
@@ -35,7 +36,7 @@ def run_layers(layer: Type[nn.Module], config: ElmerConfig, num_layers: int,
   if config.scan_layers:
     scanned = nn.scan(
         layer, variable_axes={"params": 0, "perturbations": 0},
-        split_rngs={"params": True, "dropout": True},
+        split_rngs={"params": True, "dropout": True, GOLD_MIX_RNG: True},
         in_axes=(0,) + (nn.broadcast,) * len(broadcast), length=num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"})
     return scanned(config, deterministic=deterministic, name=name,

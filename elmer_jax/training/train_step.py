@@ -1,4 +1,5 @@
-"""The LPLM train step: exit sampling, microbatched gradients, update.
+"""The train step: LPLM (pretraining) or soft exit (fine-tuning as released),
+microbatched gradients, update.
 
 Randomness is step-indexed: the step's key is `fold_in(seed, step)`, so a
 resumed run draws the same exit layers and dropout masks as an uninterrupted
@@ -19,9 +20,12 @@ import optax
 from elmer_jax import objectives
 from elmer_jax.model import Elmer
 from elmer_jax.model.config import ElmerConfig
+from elmer_jax.model.off_ramp import GOLD_MIX_RNG
 from elmer_jax.model.params import init_params
 
 Batch = Mapping[str, jax.Array]
+
+OBJECTIVES = ("lplm", "soft_exit")
 
 
 @flax.struct.dataclass
@@ -33,12 +37,28 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-  """What the step optimises: LPLM with these options."""
+  """What the step optimises, with these options.
+
+  `name`: `lplm` (each token's loss at a drawn exit layer, `exit_sampling`)
+  or `soft_exit` (the mean of all layers' losses; needs
+  `ElmerConfig.soft_exit`; in training each fed-back token is the gold label
+  with probability `gold_mix_rate`, never in evaluation).
+  """
 
   exit_sampling: str = "iid"
   label_smoothing: float = 0.0
   z_loss: float = 0.0
   microbatches: int = 1
+  name: str = "lplm"
+  gold_mix_rate: float = 0.3
+
+  def __post_init__(self):
+    if self.name not in OBJECTIVES:
+      raise ValueError(f"ObjectiveConfig.name={self.name!r}; expected one of "
+                       f"{OBJECTIVES}.")
+    if not 0.0 <= self.gold_mix_rate <= 1.0:
+      raise ValueError(f"ObjectiveConfig.gold_mix_rate={self.gold_mix_rate} "
+                       "is not a probability in [0, 1].")
 
 
 def init_train_state(model_config: ElmerConfig,
@@ -71,8 +91,14 @@ def draw_exit_layers(key: jax.Array, batch: Batch, num_layers: int,
 def make_loss_sums(model_config: ElmerConfig, objective: ObjectiveConfig
                    ) -> Callable[..., dict[str, jax.Array]]:
   """Returns loss_sums(params, batch, exits, dropout_key, deterministic) ->
-  the objective's metric sums (`loss_sum` is what the step differentiates)."""
+  the objective's metric sums (`loss_sum` is what the step differentiates).
+  Soft exit ignores `exits`: every token leaves at the last layer."""
   model = Elmer(model_config)
+  if (objective.name == "soft_exit") != model_config.soft_exit:
+    raise ValueError(
+        f"ObjectiveConfig.name={objective.name!r} needs a model with "
+        f"ElmerConfig.soft_exit={objective.name == 'soft_exit'} (the "
+        f"`concat_head`); got soft_exit={model_config.soft_exit}.")
 
   def loss_sums(params, batch, exits, dropout_key, deterministic=False):
     out = model.apply({"params": params}, batch["encoder_input_tokens"],
@@ -85,7 +111,23 @@ def make_loss_sums(model_config: ElmerConfig, objective: ObjectiveConfig
         label_smoothing=objective.label_smoothing, z_loss=objective.z_loss)
     return sums
 
-  return loss_sums
+  def soft_exit_sums(params, batch, exits, dropout_key, deterministic=False):
+    del exits
+    dropout_key, gold_key = jax.random.split(dropout_key)
+    targets = batch["decoder_target_tokens"]
+    out = model.apply({"params": params}, batch["encoder_input_tokens"],
+                      batch["decoder_input_tokens"],
+                      deterministic=deterministic, return_all_layers=True,
+                      gold_tokens=None if deterministic else targets,
+                      gold_mix_rate=objective.gold_mix_rate,
+                      rngs={"dropout": dropout_key, GOLD_MIX_RNG: gold_key},
+                      **_model_inputs(batch))
+    _, sums = objectives.soft_exit_loss(
+        out.layer_logits, targets, batch["decoder_loss_weights"],
+        label_smoothing=objective.label_smoothing, z_loss=objective.z_loss)
+    return sums
+
+  return soft_exit_sums if objective.name == "soft_exit" else loss_sums
 
 
 def make_train_step(model_config: ElmerConfig,

@@ -1,0 +1,89 @@
+"""The off-ramp of a decoder layer, and what is computed from it between layers.
+
+The off-ramp is the one tied LM head, `shared.attend(h) + final_logits_bias`.
+Two things read it between layers:
+
+- Soft exit (`ElmerConfig.soft_exit`), fine-tuning as RUCAIBox released it
+  (`fine-tune/modeling_bart.py`, `BartDecoder.forward`): before every layer but
+  the first, the argmax token of the previous layer's off-ramp is embedded with
+  the shared token table (plain lookup: no scale, no positions, no LayerNorm)
+  and `concat_head(concat([h, embedding]))` (one `Linear(2d, d, bias=False)`
+  for all layers, `concat_head.weight` at the top of the HF model) becomes the
+  next layer's input. During training each token's argmax is replaced by its
+  gold label with probability 0.3, drawn per token and per layer. The released
+  code takes the argmax without `final_logits_bias`, a buffer of zeros there;
+  here the argmax is of the full off-ramp, the same thing while the bias is 0.
+- Entropy early exit (the paper's hard exit, at inference): a token whose
+  off-ramp entropy falls to the threshold leaves at that layer.
+"""
+
+from typing import Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from elmer_jax.model.config import ElmerConfig
+
+# The rng stream that draws which tokens take their gold label (soft exit).
+GOLD_MIX_RNG = "gold_mix"
+
+
+@flax.struct.dataclass
+class OffRampWeights:
+  """Arrays the decoder layers read from outside the layer stack.
+
+  Passed into the stack as broadcast arguments, so per-layer and scanned
+  stacks share the one tied head and the one `concat_head`.
+  """
+
+  embedding: jax.Array  # (vocab, embed): the shared token table.
+  bias: jax.Array  # (vocab,): final_logits_bias.
+  concat_head: Optional[jax.Array] = None  # (2 * embed, embed), soft exit.
+
+
+def logits(config: ElmerConfig, weights: OffRampWeights,
+           states: jax.Array) -> jax.Array:
+  """The tied LM head: fp32 logits of (batch, length, embed) states."""
+  dtype = config.compute_dtype
+  out = jnp.dot(states.astype(dtype), weights.embedding.astype(dtype).T)
+  out = out.astype(jnp.float32) + weights.bias
+  return nn.with_logical_constraint(out, ("batch", "length", "vocab"))
+
+
+def entropy(logits_: jax.Array) -> jax.Array:
+  """Entropy in nats of the softmax over the last axis."""
+  log_probs = jax.nn.log_softmax(logits_.astype(jnp.float32), axis=-1)
+  return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+
+
+def exit_by_entropy(logits_: jax.Array, exit_layers: jax.Array,
+                    layer_index: jax.Array, threshold: jax.Array) -> jax.Array:
+  """Moves a token's exit to `layer_index` if it has not left yet and its
+  off-ramp entropy is <= `threshold`; a threshold of 0 moves none."""
+  pending = exit_layers > layer_index
+  confident = (threshold > 0) & (entropy(logits_) <= threshold)
+  return jnp.where(pending & confident, layer_index, exit_layers)
+
+
+def mix_gold(predicted: jax.Array, gold: jax.Array, rate: float,
+             rng: Optional[jax.Array]) -> jax.Array:
+  """Each token takes its gold label with probability `rate` (needs `rng`
+  only when 0 < rate < 1)."""
+  if rate <= 0.0:
+    return predicted
+  if rate >= 1.0:
+    return gold
+  return jnp.where(jax.random.bernoulli(rng, rate, predicted.shape), gold,
+                   predicted)
+
+
+def feed_back(config: ElmerConfig, weights: OffRampWeights, states: jax.Array,
+              tokens: jax.Array) -> jax.Array:
+  """The next layer's input under soft exit: concat_head([h, embed(tokens)])."""
+  dtype = config.compute_dtype
+  # Gather in the table's dtype, as embeddings.lookup does (fp32 scatter).
+  embedded = jnp.take(weights.embedding, tokens, axis=0).astype(dtype)
+  both = jnp.concatenate([states.astype(dtype), embedded], axis=-1)
+  return jnp.dot(both, weights.concat_head.astype(dtype))
