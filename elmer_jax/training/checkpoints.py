@@ -10,9 +10,10 @@ dropped are deleted with them.
 """
 
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import flax
+import jax
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
@@ -24,11 +25,15 @@ def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
   return {k: tuple(getattr(v, "shape", ())) for k, v in flat.items()}
 
 
-def check_compatible(saved: Any, expected: Any, where: str) -> None:
+def check_compatible(saved: Any, expected: Any, where: str,
+                     may_lack: Sequence[str] = ()) -> None:
   """Raises naming the first parameter path whose shape differs (before
-  orbax would fail with a less helpful message)."""
+  orbax would fail with a less helpful message). `saved` may lack the paths
+  that start with one of `may_lack`."""
   saved_shapes, expected_shapes = _flat_shapes(saved), _flat_shapes(expected)
   for path, shape in expected_shapes.items():
+    if path not in saved_shapes and path.startswith(tuple(may_lack)):
+      continue
     if path not in saved_shapes:
       raise ValueError(f"{where} has no {path!r}; the model expects shape "
                        f"{shape}. Is it a checkpoint of this model?")
@@ -144,10 +149,12 @@ def _params_item(path: str) -> str:
       "or a run directory with checkpoints/<step> inside.")
 
 
-def check_params_checkpoint(path: str, abstract_params: Any) -> str:
-  """Checks that `path` holds parameters shaped like `abstract_params`;
-  returns the item directory. Raises naming the path and the first
-  mismatching parameter (cheap: reads metadata only)."""
+def check_params_checkpoint(path: str, abstract_params: Any,
+                            fresh: Sequence[str] = ()) -> dict:
+  """Checks that `path` holds parameters shaped like `abstract_params`
+  (except those starting with a `fresh` prefix, which it may lack); returns
+  the item directory and the saved parameter paths. Raises naming the path
+  and the first mismatching parameter (cheap: reads metadata only)."""
   item = _params_item(path)
   try:
     metadata = ocp.StandardCheckpointer().metadata(item)
@@ -158,18 +165,55 @@ def check_params_checkpoint(path: str, abstract_params: Any) -> str:
   if "params" not in tree:
     raise ValueError(f"Init checkpoint {item} has no 'params' entry; found "
                      f"{sorted(tree)}.")
-  check_compatible(tree["params"], abstract_params, f"Init checkpoint {item}")
-  return item
+  check_compatible(tree["params"], abstract_params, f"Init checkpoint {item}",
+                   fresh)
+  return {"item": item, "saved": set(_flat_shapes(tree["params"]))}
 
 
-def restore_params(path: str, abstract_params: Any) -> Any:
-  """Only the parameters of another run's checkpoint (no optimizer state,
-  no step), laid out as `abstract_params` (ShapeDtypeStructs with
-  shardings)."""
-  item = check_params_checkpoint(path, abstract_params)
-  restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
+def restore_params(path: str, params: Any, fresh: Sequence[str] = ()) -> Any:
+  """`params` with every entry the checkpoint at `path` has replaced by the
+  saved one (another run's parameters: no optimizer state, no step). Entries
+  starting with a `fresh` prefix that the checkpoint lacks (a head that
+  fine-tuning adds) keep their values from `params`."""
+  found = check_params_checkpoint(path, params, fresh)
+  flat = flax.traverse_util.flatten_dict(dict(params), sep="/")
+  wanted = flax.traverse_util.unflatten_dict(
+      {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=v.sharding)
+       for k, v in flat.items() if k in found["saved"]}, sep="/")
+  restore_args = ocp.checkpoint_utils.construct_restore_args(wanted)
   with ocp.PyTreeCheckpointer() as checkpointer:
-    restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
-        item={"params": abstract_params},
-        restore_args={"params": restore_args}, partial_restore=True))
-  return restored["params"]
+    restored = checkpointer.restore(found["item"], args=ocp.args.PyTreeRestore(
+        item={"params": wanted}, restore_args={"params": restore_args},
+        partial_restore=True))
+  flat.update(flax.traverse_util.flatten_dict(restored["params"], sep="/"))
+  return flax.traverse_util.unflatten_dict(flat, sep="/")
+
+
+def inference_step(model_dir: str, step: Optional[int] = None) -> str:
+  """The step directory to generate or evaluate with: `step` if given, else
+  the step of lowest eval loss if the run tracked one, else the latest."""
+  directory = os.path.join(model_dir, "checkpoints")
+  if not tf.io.gfile.isdir(directory):
+    raise FileNotFoundError(f"{model_dir} has no checkpoints/ directory: is "
+                            "it the --model_dir of a training run?")
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True, best_fn=lambda m: m[EVAL_LOSS],
+      best_mode="min")) as manager:
+    steps = manager.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"{directory} holds no complete checkpoint.")
+    if step is None:
+      step = manager.best_step() or manager.latest_step()
+    elif step not in steps:
+      raise ValueError(f"{directory} has no step {step}; it has "
+                       f"{sorted(steps)}.")
+  return os.path.join(directory, str(step))
+
+
+def load_params(path: str, abstract_params: Any) -> Any:
+  """Parameters for inference from a checkpoint `path` (see
+  `restore_params` for what it may be), on the default device."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return restore_params(path, jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      abstract_params))

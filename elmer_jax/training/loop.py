@@ -51,6 +51,9 @@ class TrainConfig:
   keep_checkpoints: int = 3
   keep_best_checkpoints: int = 0  # Also keep this many of lowest eval loss.
   init_checkpoint: Optional[str] = None  # Parameters to start from.
+  # Parameters (path prefixes) the init checkpoint may lack: they start
+  # fresh, e.g. ('concat_head',) when fine-tuning a pretrained model.
+  fresh_params: tuple[str, ...] = ()
   pack: bool = False
   peak_tflops: float = 0.0  # Per device; 0 leaves MFU out of the metrics.
   mesh: partitioning.MeshConfig = partitioning.MeshConfig()
@@ -168,7 +171,8 @@ def train(model_config: ElmerConfig, config: TrainConfig,
                              config.keep_best_checkpoints)
   start = checkpoints.latest_step()
   if start is None and config.init_checkpoint:
-    check_params_checkpoint(config.init_checkpoint, program.abstract.params)
+    check_params_checkpoint(config.init_checkpoint, program.abstract.params,
+                            config.fresh_params)
 
   iterator = pipeline.ResumableIterator(pipeline.get_dataset(
       config.mixture_or_task, lengths, "train", config.batch_size,
@@ -240,8 +244,8 @@ def _initial_state(config: TrainConfig, checkpoints: Checkpointer, iterator,
     return state
   state = program.init()
   if config.init_checkpoint:
-    params = restore_params(config.init_checkpoint, program.abstract.params)
-    state = state.replace(params=params)
+    state = state.replace(params=restore_params(
+        config.init_checkpoint, state.params, config.fresh_params))
     print(f"Initialised parameters from {config.init_checkpoint}")
   return state
 

@@ -1,0 +1,77 @@
+"""Evaluate a trained ELMER's generations on a task split.
+
+  python -m elmer_jax.evaluate --model_dir=RUN --gin_file=runs/eval.gin \
+      [--gin.decoding.DecodeConfig.exit_threshold=0.5] [--step=N]
+
+Decodes the split (`GENERATION_EVAL`, see gin_configs/runs/eval.gin; the
+task and input length default to the run's), scores ROUGE-1/2/L, BLEU-4,
+distinct-1/2, the average exit layer and the decoder-layer passes saved, and
+writes them as JSON (`RUN/eval/<task>.<split>.step<N>.json`, with the
+predictions beside it) and TensorBoard/JSONL scalars (`RUN/eval/`).
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+from absl import app, flags
+import tensorflow as tf
+
+from elmer_jax import generation_eval, gin_utils, trained_model
+from elmer_jax.training.metrics_writer import MetricsWriter
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best "
+                             "by eval loss, else latest).")
+_GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Extra gin files, "
+                                       "e.g. runs/eval.gin.")
+_GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [],
+                                          "Gin bindings (also --gin.X=Y).")
+
+
+def _eval_config(train_config) -> generation_eval.GenerationEvalConfig:
+  try:
+    config = gin_utils.macro("GENERATION_EVAL")
+  except ValueError:
+    config = generation_eval.GenerationEvalConfig()
+  return dataclasses.replace(
+      config,
+      mixture_or_task=config.mixture_or_task or train_config.mixture_or_task,
+      encoder_length=config.encoder_length or train_config.encoder_length)
+
+
+def main(argv):
+  del argv
+  if not _MODEL_DIR.value:
+    raise app.UsageError("--model_dir is required: the training run.")
+  trained_model.parse_run_config(_MODEL_DIR.value, _GIN_FILES.value,
+                                 _GIN_BINDINGS.value)
+  model = trained_model.load(_MODEL_DIR.value, _STEP.value)
+  config = _eval_config(model.train_config)
+  examples = generation_eval.read_examples(
+      config.mixture_or_task, config.split, config.encoder_length,
+      config.decode.max_length, config.max_examples)
+  scores, predictions = generation_eval.evaluate(
+      model.config, model.params, model.vocabulary, examples, config,
+      config.encoder_length)
+  step = int(os.path.basename(model.checkpoint))
+  out_dir = os.path.join(_MODEL_DIR.value, "eval")
+  name = f"{config.mixture_or_task}.{config.split}.step{step}"
+  tf.io.gfile.makedirs(out_dir)
+  result = {"checkpoint": model.checkpoint, "step": step,
+            "task": config.mixture_or_task, "split": config.split,
+            "decode": dataclasses.asdict(config.decode), "metrics": scores}
+  with tf.io.gfile.GFile(os.path.join(out_dir, name + ".json"), "w") as f:
+    json.dump(result, f, indent=1)
+  with tf.io.gfile.GFile(os.path.join(out_dir, name + ".predictions.jsonl"),
+                         "w") as f:
+    f.write("".join(json.dumps(p) + "\n" for p in predictions))
+  writer = MetricsWriter(out_dir)
+  writer.write(step, {f"generation/{k}": v for k, v in scores.items()})
+  writer.close()
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main, argv=gin_utils.rewrite_gin_flags(sys.argv))

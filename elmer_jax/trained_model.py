@@ -1,0 +1,53 @@
+"""A trained run, ready for inference: config, parameters, vocabulary.
+
+Generation and evaluation read the run's own `config.gin` (written by the
+trainer) so the model is built exactly as it was trained; gin files and
+bindings given on the command line come after it and may override.
+"""
+
+import dataclasses
+import os
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import seqio
+import tensorflow as tf
+
+from elmer_jax import gin_utils
+from elmer_jax.model.config import ElmerConfig
+from elmer_jax.model.params import abstract_params
+from elmer_jax.training import checkpoints
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  config: ElmerConfig
+  params: Any
+  vocabulary: seqio.Vocabulary
+  train_config: Any  # loop.TrainConfig of the run.
+  checkpoint: str  # The step directory the parameters came from.
+
+
+def parse_run_config(model_dir: str, gin_files: Sequence[str] = (),
+                     gin_bindings: Sequence[str] = (),
+                     search_paths: Sequence[str] = ()) -> None:
+  """Parses `<model_dir>/config.gin`, then `gin_files` and `gin_bindings`."""
+  run_config = os.path.join(model_dir, "config.gin")
+  if not tf.io.gfile.exists(run_config):
+    raise FileNotFoundError(f"{run_config} is missing: --model_dir must be a "
+                            "training run's directory.")
+  gin_utils.parse([run_config, *gin_files], gin_bindings, search_paths)
+
+
+def load(model_dir: str, step: Optional[int] = None) -> TrainedModel:
+  """The run's model at `step` (default: best by eval loss, else latest).
+  Call after `parse_run_config`."""
+  import tasks  # pylint: disable=unused-import  (registers the tasks)
+  config = gin_utils.macro("MODEL_CONFIG")
+  train_config = gin_utils.macro("TRAIN_CONFIG")
+  vocabulary = seqio.get_mixture_or_task(
+      train_config.mixture_or_task).output_features["targets"].vocabulary
+  checkpoint = checkpoints.inference_step(model_dir, step)
+  params = checkpoints.load_params(checkpoint,
+                                   nn.unbox(abstract_params(config)))
+  return TrainedModel(config, params, vocabulary, train_config, checkpoint)
