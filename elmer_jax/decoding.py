@@ -1,0 +1,218 @@
+"""Non-autoregressive generation: one decoder pass, length modes, early exit.
+
+The decoder input is `[<s>] + [<mask>] * (T - 1)` and every slot is
+predicted at once; the output is cut at the first `</s>`.
+
+Length modes:
+- `max_length`: every example gets `max_length` slots.
+- `oracle`: example i gets `target_lengths[i]` slots (its reference length
+  with `</s>`, i.e. its number of non-padded labels), the rest is padding.
+  The released test code (RUCAIBox/ELMER `fine-tune/train.py` `test` with
+  `utils.nar_padding`) gives every example of a batch the batch's longest
+  reference length and no decoder padding: that is `max_length` mode with
+  `max_length` set to that length.
+
+Entropy early exit (the paper's hard exit; not in the released code): a token
+leaves at the first layer whose off-ramp entropy (nats) is <= the threshold;
+its prediction is that layer's argmax and its state is copied upward, so later
+layers attend to it frozen. The last layer is a forced exit; a threshold of 0
+turns early exit off. A soft-exit (fine-tuned) model runs its feedback through
+`concat_head` between layers, with early exit on top.
+
+`collapse_repeats` merges runs of the same token id (the released test code
+merges repeated whitespace-separated words of the decoded text).
+"""
+
+import dataclasses
+import functools
+import logging
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from elmer_jax.model import Elmer
+from elmer_jax.model.config import ElmerConfig
+
+LENGTH_MODES = ("max_length", "oracle")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+  """How to decode: length mode, slots, early-exit threshold (nats; 0: off),
+  whether to merge repeated tokens."""
+
+  length_mode: str = "max_length"
+  max_length: int = 64
+  exit_threshold: float = 0.0
+  collapse_repeats: bool = False
+
+  def __post_init__(self):
+    if self.length_mode not in LENGTH_MODES:
+      raise ValueError(f"DecodeConfig.length_mode={self.length_mode!r}; "
+                       f"expected one of {LENGTH_MODES}.")
+    if self.max_length < 1:
+      raise ValueError(f"DecodeConfig.max_length must be >= 1, got "
+                       f"{self.max_length}.")
+
+
+@flax.struct.dataclass
+class DecodeOutput:
+  """`tokens`: (batch, max_length) int32, the output ids, then the first
+  `</s>` if one was predicted, then padding. `lengths`: (batch,) output
+  tokens before `</s>`. `exit_layers`: (batch, max_length) int32, the layer
+  each of `tokens` left at (0-based), -1 on padding."""
+
+  tokens: jax.Array
+  lengths: jax.Array
+  exit_layers: jax.Array
+
+
+def check_threshold(threshold: float, vocab_size: int) -> None:
+  """Entropies lie in [0, log V]; a threshold outside cannot mean anything."""
+  high = math.log(vocab_size)
+  if not 0.0 <= threshold <= high:
+    raise ValueError(
+        f"DecodeConfig.exit_threshold={threshold} is outside [0, {high:.4f}] "
+        f"nats, i.e. [0, log(ElmerConfig.vocab_size={vocab_size})]; 0 turns "
+        "early exit off.")
+
+
+def decoder_inputs(config: ElmerConfig, batch: int, length: int,
+                   target_lengths: Optional[jax.Array] = None) -> jax.Array:
+  """`<s>` then `<mask>` slots; padding from `target_lengths[i]` on."""
+  position = jnp.arange(length)[None, :]
+  tokens = jnp.where(position == 0, config.bos_id, config.mask_id)
+  tokens = jnp.broadcast_to(tokens, (batch, length))
+  if target_lengths is not None:
+    tokens = jnp.where(position < target_lengths[:, None], tokens,
+                       config.pad_id)
+  return tokens.astype(jnp.int32)
+
+
+def finalize(tokens: jax.Array, exit_layers: jax.Array, slots: jax.Array,
+             eos_id: int, pad_id: int, collapse: bool) -> DecodeOutput:
+  """Cuts at the first `</s>` (or the last slot), optionally merges repeats,
+  and packs what is kept to the left. `slots`: the non-padding slots."""
+  length = tokens.shape[1]
+  position = jnp.arange(length)[None, :]
+  eos = (tokens == eos_id) & slots
+  first_eos = jnp.where(eos.any(axis=1), jnp.argmax(eos, axis=1), length)
+  end = jnp.minimum(first_eos, jnp.sum(slots, axis=1))
+  keep = position < end[:, None]
+  if collapse:
+    repeat = jnp.pad(tokens[:, 1:] == tokens[:, :-1], ((0, 0), (1, 0)))
+    keep &= ~repeat
+  lengths = jnp.sum(keep, axis=1, dtype=jnp.int32)
+  keep |= position == first_eos[:, None]
+  order = jnp.argsort(~keep, axis=1, stable=True)
+  filled = position < jnp.sum(keep, axis=1)[:, None]
+  pick = lambda x, empty: jnp.where(
+      filled, jnp.take_along_axis(x, order, axis=1), empty).astype(jnp.int32)
+  return DecodeOutput(tokens=pick(tokens, pad_id), lengths=lengths,
+                      exit_layers=pick(exit_layers, -1))
+
+
+@functools.lru_cache(maxsize=32)
+def make_decode_fn(model_config: ElmerConfig, decode_config: DecodeConfig
+                   ) -> Callable[..., DecodeOutput]:
+  """Returns decode_fn(params, encoder_input_tokens, target_lengths=None),
+  compiled once per input shape; `target_lengths` only in `oracle` mode."""
+  check_threshold(decode_config.exit_threshold, model_config.vocab_size)
+  if decode_config.max_length > model_config.max_positions:
+    raise ValueError(
+        f"DecodeConfig.max_length={decode_config.max_length} exceeds the "
+        f"decoder's ElmerConfig.max_positions={model_config.max_positions}.")
+  model = Elmer(model_config)
+  length = decode_config.max_length
+  threshold = decode_config.exit_threshold or None
+
+  @jax.jit
+  def run(params, encoder_input_tokens, target_lengths):
+    decoder_input_tokens = decoder_inputs(
+        model_config, encoder_input_tokens.shape[0], length, target_lengths)
+    out = model.apply({"params": params}, encoder_input_tokens,
+                      decoder_input_tokens, exit_threshold=threshold)
+    return finalize(jnp.argmax(out.logits, axis=-1), out.exit_layers,
+                    decoder_input_tokens != model_config.pad_id,
+                    model_config.eos_id, model_config.pad_id,
+                    decode_config.collapse_repeats)
+
+  def decode_fn(params, encoder_input_tokens,
+                target_lengths=None) -> DecodeOutput:
+    oracle = decode_config.length_mode == "oracle"
+    if oracle != (target_lengths is not None):
+      raise ValueError(
+          f"DecodeConfig.length_mode={decode_config.length_mode!r} "
+          f"{'needs' if oracle else 'takes no'} target_lengths.")
+    if oracle:
+      target_lengths = np.asarray(target_lengths, np.int32)
+      if target_lengths.shape != (encoder_input_tokens.shape[0],):
+        raise ValueError(f"target_lengths has shape {target_lengths.shape}; "
+                         f"expected ({encoder_input_tokens.shape[0]},).")
+      if target_lengths.min() < 1 or target_lengths.max() > length:
+        raise ValueError(
+            f"target_lengths in [{target_lengths.min()}, "
+            f"{target_lengths.max()}]; oracle mode allows [1, "
+            f"DecodeConfig.max_length={length}].")
+    return run(params, encoder_input_tokens, target_lengths)
+
+  return decode_fn
+
+
+def decode(model_config: ElmerConfig, params: Any,
+           encoder_input_tokens: jax.Array, decode_config: DecodeConfig,
+           target_lengths: Optional[jax.Array] = None) -> DecodeOutput:
+  """Decodes a batch of encoder inputs (see `make_decode_fn`)."""
+  return make_decode_fn(model_config, decode_config)(
+      params, encoder_input_tokens, target_lengths)
+
+
+def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
+                  texts: Sequence[str], decode_config: DecodeConfig,
+                  max_input_length: int, batch_size: int = 32
+                  ) -> list[dict[str, Any]]:
+  """Decodes texts with a seqio vocabulary, in batches of `batch_size`.
+
+  Inputs are encoded as the fine-tuning tasks do (ids, then `</s>`) and cut
+  to `max_input_length` tokens (at most the encoder's positions), with one
+  warning for all cut inputs. Returns per text its `text`, output `tokens`
+  and their `exit_layers`.
+  """
+  if decode_config.length_mode != "max_length":
+    raise ValueError("generate_text has no reference lengths; use "
+                     "DecodeConfig.length_mode='max_length'.")
+  if vocabulary.eos_id != model_config.eos_id:
+    raise ValueError(f"The vocabulary's eos_id={vocabulary.eos_id} differs "
+                     f"from ElmerConfig.eos_id={model_config.eos_id}.")
+  limit = min(max_input_length, model_config.max_positions)
+  encoded, cut = [], 0
+  for index, text in enumerate(texts):
+    if not text.strip():
+      raise ValueError(f"texts[{index}] is empty; every input needs text.")
+    ids = list(vocabulary.encode(text))
+    if len(ids) + 1 > limit:
+      ids, cut = ids[:limit - 1], cut + 1
+    encoded.append(ids + [model_config.eos_id])
+  if cut:
+    logging.warning("Cut %d of %d inputs to %d tokens (max_input_length=%d, "
+                    "ElmerConfig.max_positions=%d).", cut, len(texts), limit,
+                    max_input_length, model_config.max_positions)
+  decode_fn = make_decode_fn(model_config, decode_config)
+  results = []
+  for start in range(0, len(encoded), batch_size):
+    chunk = encoded[start:start + batch_size]
+    # Fixed shapes (filler rows hold a lone </s>): one compilation.
+    rows = np.full((batch_size, limit), model_config.pad_id, np.int32)
+    rows[:, 0] = model_config.eos_id
+    for row, ids in zip(rows, chunk):
+      row[:len(ids)] = ids
+    out = jax.device_get(decode_fn(params, rows))
+    for i in range(len(chunk)):
+      ids = out.tokens[i, :out.lengths[i]].tolist()
+      results.append({"text": vocabulary.decode(ids), "tokens": ids,
+                      "exit_layers": out.exit_layers[i, :len(ids)].tolist()})
+  return results
