@@ -43,11 +43,11 @@ def load(model_dir: str, step: Optional[int] = None) -> TrainedModel:
   """The run's model at `step` (default: best by eval loss, else latest).
   Call after `parse_run_config`."""
   import tasks  # pylint: disable=unused-import  (registers the tasks)
+  checkpoint = checkpoints.inference_step(model_dir, step)
   config = gin_utils.macro("MODEL_CONFIG")
   train_config = gin_utils.macro("TRAIN_CONFIG")
   vocabulary = seqio.get_mixture_or_task(
       train_config.mixture_or_task).output_features["targets"].vocabulary
-  checkpoint = checkpoints.inference_step(model_dir, step)
   params = checkpoints.load_params(checkpoint,
                                    nn.unbox(abstract_params(config)))
   return TrainedModel(config, params, vocabulary, train_config, checkpoint)
