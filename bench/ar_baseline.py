@@ -9,37 +9,18 @@ every run makes exactly `target_tokens` tokens per sequence. A timed call
 includes the encoder, as ELMER's decoding does. Attention is transformers'
 default (SDPA), its fastest CPU path.
 
-Import from another bench script run by path (`python bench/generation.py`
-puts `bench/` first on sys.path) with `import ar_baseline`; from the
-repository root (pytest, `python -m`) with `from bench import ar_baseline`.
-
-  python bench/ar_baseline.py                      # tiny and base, batch 1, 32
-  python bench/ar_baseline.py --gin_file=models/base.gin --batch=1 --threads=2
+`bench/generation.py` runs it beside ELMER's decoding (a script run by path
+has `bench/` on sys.path, so it imports this as `ar_baseline`).
 """
 
-import json
 import statistics
 import time
 
-from absl import app, flags
 import numpy as np
 import torch
 import transformers
 
-from elmer_jax import gin_utils
 from elmer_jax.model.config import ElmerConfig
-
-_GIN_FILES = flags.DEFINE_multi_string(
-    "gin_file", ["models/tiny.gin", "models/base.gin"],
-    "Model presets to time, each a gin file defining MODEL_CONFIG.")
-_BATCHES = flags.DEFINE_multi_integer("batch", [1, 32], "Batch sizes to time.")
-_SOURCE_LEN = flags.DEFINE_integer(
-    "source_length", 256, "Encoder tokens (tiny has 256 positions).")
-_TARGET = flags.DEFINE_integer("target_tokens", 64,
-                               "Tokens generated per sequence.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls after a warm-up.")
-_THREADS = flags.DEFINE_integer("threads", None,
-                                "torch CPU threads; default: torch's.")
 
 
 def bart_config(config: ElmerConfig) -> transformers.BartConfig:
@@ -114,19 +95,3 @@ def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
       "latencies_s": [round(s, 5) for s in latencies],
       "tokens_per_s": round(batch * target_tokens / median, 1),
   }
-
-
-def main(argv):
-  del argv
-  for gin_file in _GIN_FILES.value:
-    gin_utils.parse([gin_file])
-    config = gin_utils.macro("MODEL_CONFIG")
-    for batch in _BATCHES.value:
-      result = time_bart_greedy(config, batch, _SOURCE_LEN.value,
-                                _TARGET.value, _REPEATS.value,
-                                threads=_THREADS.value)
-      print(json.dumps({"model": gin_file, **result}), flush=True)
-
-
-if __name__ == "__main__":
-  app.run(main)
