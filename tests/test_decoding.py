@@ -23,7 +23,7 @@ EOS, PAD = TINY.eos_id, TINY.pad_id
 
 
 def _entropy(logits: np.ndarray) -> np.ndarray:
-  log_p = torch.log_softmax(torch.as_tensor(logits, dtype=torch.float64), -1)
+  log_p = torch.log_softmax(torch.tensor(logits, dtype=torch.float64), -1)
   return -(log_p.exp() * log_p).sum(-1).numpy()
 
 
