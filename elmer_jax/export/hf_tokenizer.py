@@ -36,8 +36,10 @@ def fast_tokenizer(vocabulary: seqio.Vocabulary) -> tokenizers.Tokenizer:
                        "unigram SentencePiece model; only unigram is "
                        "converted.")
     pieces = [(p.piece, p.score) for p in proto.pieces]
+    # legacy=True: the dummy prefix on every text; the non-legacy scheme
+    # drops it when the text starts with spaces (SentencePiece keeps it).
     return SpmConverter.build_tokenizer_from_spm_proto(proto, pieces,
-                                                       legacy=False)
+                                                       legacy=True)
   raise ValueError(f"Cannot export a {type(vocabulary).__name__}; expected a "
                    "SentencePiece or BART byte-level BPE vocabulary.")
 
