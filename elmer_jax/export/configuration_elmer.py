@@ -1,10 +1,12 @@
 """The Hugging Face config of an exported ELMER: BART's fields plus ELMER's.
 
 Shipped into every exported directory (with modeling_elmer.py) for
-`trust_remote_code`; it imports only transformers. `model_type` is "elmer"
-so that `AutoModelForSeq2SeqLM` without remote code refuses rather than
-silently building a causal BART; `BartForConditionalGeneration` still loads
-the weights (with a warning about the model type).
+`trust_remote_code`; it imports only transformers. `model_type` stays
+"bart": `AutoTokenizer` and `BartForConditionalGeneration` then read the
+directory without remote code (an unknown model type would make
+`AutoTokenizer` ask for `trust_remote_code`); the `auto_map` sends the Auto
+model classes here when `trust_remote_code=True` is given, and without it
+they build transformers' BART, whose decoder is causal.
 """
 
 from huggingface_hub.dataclasses import strict
@@ -23,7 +25,7 @@ class ElmerBartConfig(BartConfig):
   defaults of `ElmerForConditionalGeneration.generate`.
   """
 
-  model_type = "elmer"
+  model_type = "bart"
 
   soft_exit: bool = False
   mask_token_id: int = 50264

@@ -32,7 +32,7 @@ def to_hf(config: ElmerConfig, decoding: Optional[Mapping[str, Any]] = None
         f"ElmerConfig.layer_norm_eps={config.layer_norm_eps}; BART (and so the "
         f"exported model) uses {BART_LAYER_NORM_EPS}.")
   fields = dict(
-      model_type="elmer", architectures=[ARCHITECTURE], auto_map=AUTO_MAP,
+      model_type="bart", architectures=[ARCHITECTURE], auto_map=AUTO_MAP,
       vocab_size=config.vocab_size, d_model=config.d_model,
       encoder_layers=config.encoder_layers,
       decoder_layers=config.decoder_layers,

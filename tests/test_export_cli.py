@@ -1,0 +1,100 @@
+"""The command-line path: export a run, load it in a fresh offline Python
+process as ELMER (same generation as JAX), import it back bitwise."""
+
+import json
+import os
+import subprocess
+import sys
+
+import gin
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import tasks  # pylint: disable=unused-import  (registers the tasks)
+from elmer_jax import decoding, gin_utils
+from elmer_jax.model.params import init_params
+from elmer_jax.training import checkpoints
+from tests.test_import_hf import assert_bitwise_equal
+
+TEXTS = ["Paris is the capital of France.", "  The river flows to the sea."]
+LOAD_AND_GENERATE = """
+import json, sys, torch, transformers
+path, texts = sys.argv[1], json.loads(sys.argv[2])
+model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
+    path, trust_remote_code=True).eval()
+tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+batch = tokenizer(texts, padding=True, return_tensors="pt")
+out = model.generate(batch["input_ids"], batch["attention_mask"],
+                     max_length=12)
+print(json.dumps([type(model).__name__, out.sequences.tolist(),
+                  out.exit_layers.tolist()]))
+"""
+
+
+def _run(*args, **env):
+  result = subprocess.run([sys.executable, *args], capture_output=True,
+                          text=True, env=dict(os.environ, **env))
+  return result
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """A pretraining run's directory: config.gin and one checkpoint."""
+  gin_utils.parse(["experiments/demo_sample_tiny.gin"])
+  config = gin_utils.macro("MODEL_CONFIG")
+  run = tmp_path_factory.mktemp("run")
+  (run / "config.gin").write_text(gin.config_str())
+  params = init_params(config, jax.random.key(3))
+  params = jax.tree.map(  # No zero biases or unit scales to hide behind.
+      lambda x: x + 0.3 * jax.random.normal(jax.random.key(4), x.shape),
+      params)
+  with ocp.CheckpointManager(
+      run / "checkpoints",
+      item_handlers=ocp.StandardCheckpointHandler()) as manager:
+    manager.save(5, args=ocp.args.StandardSave({"params": params}))
+  return run, config, params
+
+
+def test_export_load_offline_generate_and_import(run_dir, tmp_path):
+  run, config, params = run_dir
+  out = tmp_path / "hf"
+  result = _run("-m", "elmer_jax.export", f"--model_dir={run}",
+                f"--output_dir={out}", "--exit_threshold=2.0")
+  assert result.returncode == 0, result.stderr
+  assert {"model.safetensors", "config.json", "modeling_elmer.py",
+          "configuration_elmer.py", "tokenizer.json"} <= set(os.listdir(out))
+
+  result = _run("-c", LOAD_AND_GENERATE, str(out), json.dumps(TEXTS),
+                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+  assert "trust_remote_code" not in result.stdout + result.stderr
+  assert result.returncode == 0, result.stderr
+  name, tokens, exits = json.loads(result.stdout.splitlines()[-1])
+  assert name == "ElmerForConditionalGeneration"
+  ours = decoding.generate_text(
+      config, params, tasks.pretraining.default_vocabulary(), TEXTS,
+      decoding.DecodeConfig(max_length=12, exit_threshold=2.0),
+      max_input_length=32, batch_size=2)
+  for row, token_row, exit_row in zip(ours, tokens, exits):
+    assert token_row[:len(row["tokens"])] == row["tokens"]
+    assert exit_row[:len(row["tokens"])] == row["exit_layers"]
+
+  result = _run("-m", "elmer_jax.import_hf", f"--hf_dir={out}",
+                f"--output_dir={tmp_path / 'ckpt'}")
+  assert result.returncode == 0, result.stderr
+  template = jax.tree.map(jax.numpy.zeros_like, params)
+  restored = checkpoints.restore_params(str(tmp_path / "ckpt"), template)
+  assert_bitwise_equal(restored, jax.tree.map(np.asarray, params))
+
+
+def test_export_without_checkpoints_is_refused(run_dir, tmp_path):
+  run, _, _ = run_dir
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "config.gin").write_text((run / "config.gin").read_text())
+  result = _run("-m", "elmer_jax.export", f"--model_dir={empty}",
+                f"--output_dir={tmp_path / 'hf'}")
+  assert result.returncode != 0
+  assert "has no checkpoints/ directory" in result.stderr
+  assert not (tmp_path / "hf").exists()
