@@ -1,9 +1,12 @@
 """Exported Hugging Face directories run as ELMER in PyTorch: the same
 logits at every exit layer and the same NAR generation as the JAX model."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
+import seqio
 import torch
 import transformers
 
@@ -11,6 +14,8 @@ from elmer_jax import decoding, gin_utils
 from elmer_jax.decoding import DecodeConfig
 from elmer_jax.export import exporting, param_map
 from elmer_jax.model import Elmer
+from elmer_jax.model.params import init_params
+from tasks import pretraining
 from tests import hf_reference
 from tests.conftest import TINY, random_tokens
 from tests.test_soft_exit import SOFT, random_soft_exit_model
@@ -182,3 +187,33 @@ def test_soft_exit_export_has_only_concat_head_extra_for_bart(tmp_path):
       str(tmp_path / "hf"), output_loading_info=True)
   assert info["unexpected_keys"] == {"concat_head.weight"}
   assert not info["missing_keys"]
+
+
+def test_loads_offline_in_a_fresh_process(tmp_path):
+  """Model and tokenizer load with HF_HUB_OFFLINE=1 and no elmer_jax, and
+  generate what the JAX decoder generates for the same texts."""
+  from tests.test_export_cli import LOAD_AND_GENERATE, TEXTS, run_python
+  from tests.test_hf_tokenizer import SAMPLE
+  config = SAMPLE.replace(encoder_layers=1, decoder_layers=3, d_ff=64,
+                          max_positions=32, soft_exit=True)
+  params = jax.tree.map(lambda x: x + 0.3 * np.random.default_rng(0)
+                        .standard_normal(x.shape, np.float32),
+                        init_params(config, jax.random.key(0)))
+  vocabulary = seqio.SentencePieceVocabulary(pretraining.SAMPLE_SPM)
+  exporting.write_hf_directory(config, params, str(tmp_path / "hf"),
+                               vocabulary=vocabulary,
+                               decoding=dict(exit_threshold=2.0))
+  result = run_python("-c", LOAD_AND_GENERATE, str(tmp_path / "hf"),
+                      json.dumps(TEXTS), HF_HUB_OFFLINE="1",
+                      PYTHONPATH=str(tmp_path))
+  assert result.returncode == 0, result.stderr
+  assert "trust_remote_code" not in result.stdout + result.stderr
+  name, tokens, exits = json.loads(result.stdout.splitlines()[-1])
+  assert name == "ElmerForConditionalGeneration"
+  ours = decoding.generate_text(
+      config, params, vocabulary, TEXTS,
+      DecodeConfig(max_length=12, exit_threshold=2.0), max_input_length=32,
+      batch_size=2)
+  for row, token_row, exit_row in zip(ours, tokens, exits):
+    assert token_row[:len(row["tokens"])] == row["tokens"]
+    assert exit_row[:len(row["tokens"])] == row["exit_layers"]

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
-from elmer_jax import decoding, gin_utils
+from elmer_jax import decoding, gin_utils, trained_model
 from elmer_jax.model.params import init_params
 from elmer_jax.training import checkpoints
 from tests.test_import_hf import assert_bitwise_equal
@@ -33,10 +33,9 @@ print(json.dumps([type(model).__name__, out.sequences.tolist(),
 """
 
 
-def _run(*args, **env):
-  result = subprocess.run([sys.executable, *args], capture_output=True,
-                          text=True, env=dict(os.environ, **env))
-  return result
+def run_python(*args, **env) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, *args], capture_output=True,
+                        text=True, env=dict(os.environ, **env))
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +56,17 @@ def run_dir(tmp_path_factory):
   return run, config, params
 
 
+@pytest.mark.slow
 def test_export_load_offline_generate_and_import(run_dir, tmp_path):
   run, config, params = run_dir
   out = tmp_path / "hf"
-  result = _run("-m", "elmer_jax.export", f"--model_dir={run}",
+  result = run_python("-m", "elmer_jax.export", f"--model_dir={run}",
                 f"--output_dir={out}", "--exit_threshold=2.0")
   assert result.returncode == 0, result.stderr
   assert {"model.safetensors", "config.json", "modeling_elmer.py",
           "configuration_elmer.py", "tokenizer.json"} <= set(os.listdir(out))
 
-  result = _run("-c", LOAD_AND_GENERATE, str(out), json.dumps(TEXTS),
+  result = run_python("-c", LOAD_AND_GENERATE, str(out), json.dumps(TEXTS),
                 HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
   assert "trust_remote_code" not in result.stdout + result.stderr
   assert result.returncode == 0, result.stderr
@@ -80,7 +80,7 @@ def test_export_load_offline_generate_and_import(run_dir, tmp_path):
     assert token_row[:len(row["tokens"])] == row["tokens"]
     assert exit_row[:len(row["tokens"])] == row["exit_layers"]
 
-  result = _run("-m", "elmer_jax.import_hf", f"--hf_dir={out}",
+  result = run_python("-m", "elmer_jax.import_hf", f"--hf_dir={out}",
                 f"--output_dir={tmp_path / 'ckpt'}")
   assert result.returncode == 0, result.stderr
   template = jax.tree.map(jax.numpy.zeros_like, params)
@@ -88,13 +88,14 @@ def test_export_load_offline_generate_and_import(run_dir, tmp_path):
   assert_bitwise_equal(restored, jax.tree.map(np.asarray, params))
 
 
-def test_export_without_checkpoints_is_refused(run_dir, tmp_path):
-  run, _, _ = run_dir
+def test_export_without_checkpoints_is_refused(tmp_path):
+  """What `python -m elmer_jax.export` does before writing anything."""
+  gin_utils.parse(["experiments/demo_sample_tiny.gin"])
   empty = tmp_path / "empty"
   empty.mkdir()
-  (empty / "config.gin").write_text((run / "config.gin").read_text())
-  result = _run("-m", "elmer_jax.export", f"--model_dir={empty}",
-                f"--output_dir={tmp_path / 'hf'}")
-  assert result.returncode != 0
-  assert "has no checkpoints/ directory" in result.stderr
-  assert not (tmp_path / "hf").exists()
+  (empty / "config.gin").write_text(gin.config_str())
+  trained_model.parse_run_config(str(empty))
+  with pytest.raises(FileNotFoundError, match="has no checkpoints/ directory"):
+    trained_model.load(str(empty))
+  with pytest.raises(FileNotFoundError, match="config.gin is missing"):
+    trained_model.parse_run_config(str(tmp_path))
