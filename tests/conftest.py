@@ -6,6 +6,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
+import tempfile
 
 import jax
 import numpy as np
@@ -18,6 +19,11 @@ from tasks import pretraining
 # Parity is about semantics, checked in true fp32: on GPUs JAX's default f32
 # matmul uses TF32 (about 1e-3 off). A no-op on CPU.
 jax.config.update("jax_default_matmul_precision", "highest")
+# Training tests build the same step many times (each run, each resume):
+# compile each program once per test session.
+jax.config.update("jax_compilation_cache_dir",
+                  tempfile.mkdtemp(prefix="elmer_jax_test_xla_cache_"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 TINY = ElmerConfig(vocab_size=96, d_model=32, num_heads=4, d_ff=64,
                    encoder_layers=2, decoder_layers=4, max_positions=40,
