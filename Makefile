@@ -12,12 +12,19 @@ $(INSTALLED): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# The tiny ELMER pretrains (LPLM) on the bundled Wikipedia sample on CPU;
-# rerunning resumes from the last checkpoint (`make demo-clean` starts over).
+# The tiny ELMER pretrains (LPLM) on the bundled Wikipedia sample on CPU
+# (rerunning resumes from the last checkpoint; `make demo-clean` starts
+# over), is exported as a Hugging Face directory and generates with PyTorch.
 DEMO_DIR ?= demo_run
 demo: $(INSTALLED)
 	XLA_FLAGS=--xla_force_host_platform_device_count=2 $(PY) -m elmer_jax.train \
 	  --gin_file=experiments/demo_sample_tiny.gin --model_dir=$(DEMO_DIR)
+	$(PY) -m elmer_jax.export --model_dir=$(DEMO_DIR) \
+	  --output_dir=$(DEMO_DIR)/hf --overwrite
+	HF_HUB_OFFLINE=1 $(PY) -m elmer_jax.export.hf_generate \
+	  --hf_dir=$(DEMO_DIR)/hf --exit_threshold=2.0 \
+	  --text="The river flows through the city to the sea." \
+	  --text="Anarchism is a political philosophy and movement."
 
 demo-clean:
 	rm -rf $(DEMO_DIR)
