@@ -20,24 +20,20 @@ import numpy as np
 import torch
 import transformers
 
+from elmer_jax.export import hf_config
 from elmer_jax.model.config import ElmerConfig
 
 
 def bart_config(config: ElmerConfig) -> transformers.BartConfig:
-  """A BART with ELMER's shape and special ids (no dropout: inference)."""
-  return transformers.BartConfig(
-      vocab_size=config.vocab_size, d_model=config.d_model,
-      encoder_layers=config.encoder_layers,
-      decoder_layers=config.decoder_layers,
-      encoder_attention_heads=config.num_heads,
-      decoder_attention_heads=config.num_heads,
-      encoder_ffn_dim=config.d_ff, decoder_ffn_dim=config.d_ff,
-      max_position_embeddings=config.max_positions,
-      activation_function="gelu", scale_embedding=False,
-      init_std=config.init_std, pad_token_id=config.pad_id,
-      bos_token_id=config.bos_id, eos_token_id=config.eos_id,
-      decoder_start_token_id=config.eos_id, forced_eos_token_id=None,
-      dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+  """A BART with ELMER's shape and special ids, as the exporter writes it,
+  for autoregressive generation (no dropout, BART's `</s>` start token)."""
+  fields = hf_config.to_hf(config)
+  for key in ("auto_map", "architectures"):
+    del fields[key]
+  fields.update(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                decoder_start_token_id=config.eos_id,
+                forced_eos_token_id=None)
+  return transformers.BartConfig(**fields)
 
 
 def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
