@@ -71,6 +71,23 @@ def bidirectional_logits(model, encoder_tokens: np.ndarray,
   return out.logits.numpy()
 
 
+def decoder_start(model, encoder_tokens, decoder_tokens, pad_id: int):
+  """What a decoder written over HF BART's layers starts from: encoder
+  states, the embedded decoder input, and bidirectional (padding-only)
+  self- and cross-attention masks."""
+  bart = model.model
+  enc = torch.as_tensor(encoder_tokens, dtype=torch.long)
+  dec = torch.as_tensor(np.array(decoder_tokens), dtype=torch.long)
+  encoded = bart.encoder(input_ids=enc,
+                         attention_mask=(enc != pad_id).long()
+                         ).last_hidden_state
+  decoder = bart.decoder
+  hidden = decoder.layernorm_embedding(decoder.embed_tokens(dec)
+                                       + decoder.embed_positions(dec))
+  return (encoded, hidden, additive_mask(dec != pad_id, dec.shape[1]),
+          additive_mask(enc != pad_id, dec.shape[1]))
+
+
 def torch_elmer_decoder(model, encoder_tokens, decoder_tokens, exit_layers,
                         pad_id: int, detach: bool = True):
   """ELMER's decoder with copy-on-exit, from HF BART's layers.
@@ -78,21 +95,12 @@ def torch_elmer_decoder(model, encoder_tokens, decoder_tokens, exit_layers,
   Returns (exit logits, per-layer logits after copy) as torch tensors, so the
   caller can also differentiate through them.
   """
-  bart = model.model
-  enc = torch.as_tensor(encoder_tokens, dtype=torch.long)
-  dec = torch.as_tensor(decoder_tokens, dtype=torch.long)
   exits = torch.as_tensor(exit_layers, dtype=torch.long)[..., None]
-  encoded = bart.encoder(input_ids=enc,
-                         attention_mask=(enc != pad_id).long()
-                         ).last_hidden_state
-  decoder = bart.decoder
-  hidden = decoder.embed_tokens(dec) + decoder.embed_positions(dec)
-  hidden = decoder.layernorm_embedding(hidden)
-  self_mask = additive_mask(dec != pad_id, dec.shape[1])
-  cross_mask = additive_mask(enc != pad_id, dec.shape[1])
+  encoded, hidden, self_mask, cross_mask = decoder_start(
+      model, encoder_tokens, decoder_tokens, pad_id)
   cache = torch.zeros_like(hidden)
   layer_states = []
-  for index, layer in enumerate(decoder.layers):
+  for index, layer in enumerate(model.model.decoder.layers):
     hidden = layer(hidden, attention_mask=self_mask,
                    encoder_hidden_states=encoded,
                    encoder_attention_mask=cross_mask, use_cache=False)

@@ -36,16 +36,10 @@ def torch_early_exit(hf, concat_head, enc, dec, pad_id, threshold):
   Returns (tokens, exit layers, per-layer entropies of the running tokens,
   exit logits).
   """
-  bart, decoder = hf.model, hf.model.decoder
-  enc_t = torch.as_tensor(enc, dtype=torch.long)
-  dec_t = torch.as_tensor(np.array(dec), dtype=torch.long)
+  decoder = hf.model.decoder
   with torch.no_grad():
-    encoded = bart.encoder(input_ids=enc_t, attention_mask=(enc_t != pad_id)
-                           .long()).last_hidden_state
-    hidden = decoder.layernorm_embedding(decoder.embed_tokens(dec_t)
-                                         + decoder.embed_positions(dec_t))
-    self_mask = hf_reference.additive_mask(dec_t != pad_id, dec.shape[1])
-    cross_mask = hf_reference.additive_mask(enc_t != pad_id, dec.shape[1])
+    encoded, hidden, self_mask, cross_mask = hf_reference.decoder_start(
+        hf, enc, dec, pad_id)
     head = lambda h: hf.lm_head(h) + hf.final_logits_bias
     done = torch.zeros(dec.shape, dtype=torch.bool)
     frozen = torch.zeros_like(hidden)

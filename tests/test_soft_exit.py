@@ -69,15 +69,9 @@ def _torch_soft_exit(hf, concat_head, enc, dec, pad_id, gold=None):
   """Per-layer logits of the released soft-exit decoder, written from
   RUCAIBox's fine-tune/modeling_bart.py on HF's layers: before every layer
   but the first, feed concat_head([h, embed(argmax or gold)])."""
-  bart, decoder = hf.model, hf.model.decoder
-  enc_t = torch.as_tensor(enc, dtype=torch.long)
-  dec_t = torch.as_tensor(dec, dtype=torch.long)
-  encoded = bart.encoder(input_ids=enc_t, attention_mask=(enc_t != pad_id)
-                         .long()).last_hidden_state
-  hidden = decoder.layernorm_embedding(decoder.embed_tokens(dec_t)
-                                       + decoder.embed_positions(dec_t))
-  self_mask = hf_reference.additive_mask(dec_t != pad_id, dec.shape[1])
-  cross_mask = hf_reference.additive_mask(enc_t != pad_id, dec.shape[1])
+  decoder = hf.model.decoder
+  encoded, hidden, self_mask, cross_mask = hf_reference.decoder_start(
+      hf, enc, dec, pad_id)
   head = lambda h: hf.lm_head(h) + hf.final_logits_bias
   layer_logits = []
   for index, layer in enumerate(decoder.layers):
