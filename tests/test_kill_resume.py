@@ -111,3 +111,23 @@ def test_sigkill_during_an_async_save_resumes_from_the_previous_step(
                            env=ENV, capture_output=True, text=True)
   assert f"Resumed from step {max(complete)} " in restart.stdout
   _assert_matches(straight, killed)
+
+
+def test_sigterm_saves_stops_cleanly_and_the_restart_matches(straight,
+                                                             tmp_path):
+  """Preemption: SIGTERM makes the run save the step it is at and exit 0."""
+  stopped = tmp_path / "stopped"
+  process = subprocess.Popen(_command(stopped), env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+  deadline = time.time() + 300
+  while _logged_steps(stopped) < 15 and time.time() < deadline:
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  stdout, _ = process.communicate(timeout=120)
+  assert process.returncode == 0
+  saved = int(stdout.split("SIGTERM: saved step ")[1].split()[0])
+  assert 15 <= saved < STEPS
+  assert max(int(n) for n in os.listdir(stopped / "checkpoints")) == saved
+  subprocess.run(_command(stopped), check=True, env=ENV, capture_output=True)
+  _assert_matches(straight, stopped)

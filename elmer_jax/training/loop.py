@@ -201,7 +201,10 @@ def train(model_config: ElmerConfig, config: TrainConfig,
       state, metrics = program.step(state, batch)
       done = index + 1
       window.add(done, metrics)
-      last = done == config.steps or preemption.requested
+      # Read the flag once: a SIGTERM arriving later in this step is handled
+      # at the next one, never announced as saved without a save.
+      stop = preemption.requested
+      last = done == config.steps or stop
       due_log = done % config.log_every == 0 or last
       due_save = last or checkpoints.due(done)
       if due_log or due_save:
@@ -225,7 +228,7 @@ def train(model_config: ElmerConfig, config: TrainConfig,
       if due_save:
         checkpoints.save(done, state, iterator, force=last,
                          metrics=eval_metrics)
-      if preemption.requested:
+      if stop:
         print(f"SIGTERM: saved step {done} and stopped.", flush=True)
         break
     checkpoints.wait()
