@@ -23,8 +23,8 @@ demo: $(INSTALLED)
 	  --output_dir=$(DEMO_DIR)/hf --overwrite
 	HF_HUB_OFFLINE=1 $(PY) -m elmer_jax.export.hf_generate \
 	  --hf_dir=$(DEMO_DIR)/hf --exit_threshold=2.0 \
-	  --text="The river flows through the city to the sea." \
-	  --text="Anarchism is a political philosophy and movement."
+	  --text="The city is the capital of the country and its largest port." \
+	  --text="He was born in London and studied music."
 
 demo-clean:
 	rm -rf $(DEMO_DIR)

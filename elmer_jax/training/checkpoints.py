@@ -132,6 +132,8 @@ def _params_item(path: str) -> str:
   """The orbax item directory that holds a state with `params`: `path` may be
   that item, a step directory, a `checkpoints/` directory or a run directory
   (the latter two: their latest step)."""
+  # Orbax reads relative local paths as nothing (metadata None).
+  path = path if "://" in path else os.path.abspath(path)
   for candidate in (path, os.path.join(path, "checkpoints")):
     if not tf.io.gfile.isdir(candidate):
       continue
