@@ -29,9 +29,9 @@ def _configs(experiment, **changes):
   return model, dataclasses.replace(train, **fields)
 
 
-def _run(module, *args):
+def _run(module, *args, cwd=None):
   return subprocess.run([sys.executable, "-m", f"elmer_jax.{module}", *args],
-                        capture_output=True, text=True)
+                        capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +74,11 @@ def test_generate_writes_one_output_per_line_with_exit_layers(finetuned,
                     "Anarchism is a political philosophy.\n"
                     "The river flows to the sea.\n")
   out = tmp_path / "out.jsonl"
-  result = _run("generate", f"--model_dir={finetuned}",
+  result = _run("generate", f"--model_dir={finetuned.name}",
                 f"--input_file={inputs}", f"--output_file={out}",
                 "--output_format=jsonl", "--max_length=12",
                 "--max_input_length=32", "--exit_threshold=1.0",
-                "--batch_size=2")
+                "--batch_size=2", cwd=finetuned.parent)  # A relative run dir.
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert len(rows) == 3
