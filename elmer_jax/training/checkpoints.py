@@ -164,9 +164,9 @@ def check_params_checkpoint(path: str, abstract_params: Any,
     raise FileNotFoundError(f"Init checkpoint {item} is not a readable orbax "
                             f"checkpoint: {e}") from e
   tree = _tree(getattr(metadata, "item_metadata", metadata))
-  if "params" not in tree:
+  if not tree or "params" not in tree:
     raise ValueError(f"Init checkpoint {item} has no 'params' entry; found "
-                     f"{sorted(tree)}.")
+                     f"{sorted(tree or ())}.")
   check_compatible(tree["params"], abstract_params, f"Init checkpoint {item}",
                    fresh)
   return {"item": item, "saved": set(_flat_shapes(tree["params"]))}
