@@ -171,6 +171,18 @@ def decode(model_config: ElmerConfig, params: Any,
       params, encoder_input_tokens, target_lengths)
 
 
+def encoder_batch(model_config: ElmerConfig, inputs: Sequence[Sequence[int]],
+                  batch_size: int, length: int) -> np.ndarray:
+  """`inputs` (token ids, each at most `length`) as one fixed-shape
+  (batch_size, length) array, so every batch reuses one compilation; filler
+  rows hold a lone `</s>`."""
+  rows = np.full((batch_size, length), model_config.pad_id, np.int32)
+  rows[:, 0] = model_config.eos_id
+  for row, ids in zip(rows, inputs):
+    row[:len(ids)] = ids
+  return rows
+
+
 def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
                   texts: Sequence[str], decode_config: DecodeConfig,
                   max_input_length: int, batch_size: int = 32
@@ -205,12 +217,8 @@ def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
   results = []
   for start in range(0, len(encoded), batch_size):
     chunk = encoded[start:start + batch_size]
-    # Fixed shapes (filler rows hold a lone </s>): one compilation.
-    rows = np.full((batch_size, limit), model_config.pad_id, np.int32)
-    rows[:, 0] = model_config.eos_id
-    for row, ids in zip(rows, chunk):
-      row[:len(ids)] = ids
-    out = jax.device_get(decode_fn(params, rows))
+    out = jax.device_get(decode_fn(params, encoder_batch(
+        model_config, chunk, batch_size, limit)))
     for i in range(len(chunk)):
       ids = out.tokens[i, :out.lengths[i]].tolist()
       results.append({"text": vocabulary.decode(ids), "tokens": ids,

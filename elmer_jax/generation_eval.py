@@ -67,13 +67,10 @@ def evaluate(model_config: ElmerConfig, params: Any,
   predictions, exits, masks = [], [], []
   for start in range(0, len(examples), config.batch_size):
     chunk = examples[start:start + config.batch_size]
-    # Fixed shapes (filler rows hold a lone </s>): one compilation.
-    rows = np.full((config.batch_size, encoder_length), model_config.pad_id,
-                   np.int32)
-    rows[:, 0] = model_config.eos_id
+    rows = decoding.encoder_batch(model_config, [ex["inputs"] for ex in chunk],
+                                  config.batch_size, encoder_length)
     lengths = np.ones((config.batch_size,), np.int32)
     for i, ex in enumerate(chunk):
-      rows[i, :len(ex["inputs"])] = ex["inputs"]
       lengths[i] = min(ex["target_length"], config.decode.max_length)
     out = jax.device_get(decode_fn(params, rows, lengths if oracle else None))
     for i, ex in enumerate(chunk):
