@@ -105,6 +105,8 @@ class _Window:
     if not self.pending:
       return None
     host = jax.device_get([m for _, m in self.pending])
+    # Kept on the host: a later read of this window transfers nothing again.
+    self.pending = [(step, m) for (step, _), m in zip(self.pending, host)]
     for (step, _), metrics in zip(self.pending, host):
       loss = float(metrics["loss_sum"]) / max(float(metrics["weight_sum"]), 1)
       if not math.isfinite(loss):
