@@ -1,7 +1,10 @@
 """Pretrain ELMER: `python -m elmer_jax.train --gin_file=... --model_dir=DIR`.
 
 Gin files come from `gin_configs/` (or --gin_search_paths); `--gin.NAME=VALUE`
-adds a binding. The run directory gets the parsed `config.gin`.
+adds a binding. The run directory gets the parsed `config.gin`. Multi-host:
+the same command on every host, see `elmer_jax/distributed.py` for how the
+processes find each other (--coordinator_address, --num_processes,
+--process_id, or automatically on Cloud TPU).
 """
 
 import os
@@ -9,8 +12,10 @@ import sys
 
 from absl import app, flags
 import gin
+import jax
+import tensorflow as tf
 
-from elmer_jax import gin_utils
+from elmer_jax import distributed, gin_utils
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [],
@@ -27,15 +32,21 @@ def main(argv):
   gin_utils.parse(_GIN_FILES.value, _GIN_BINDINGS.value, _SEARCH.value)
   model_config = gin_utils.macro("MODEL_CONFIG")
   train_config = gin_utils.macro("TRAIN_CONFIG")
-  os.makedirs(_MODEL_DIR.value, exist_ok=True)
-  with open(os.path.join(_MODEL_DIR.value, "config.gin"), "w") as f:
-    f.write(gin.config_str())
+  distributed.initialize()
+  chief = jax.process_index() == 0  # Writes the files of the whole run.
+  if chief:
+    tf.io.gfile.makedirs(_MODEL_DIR.value)
+    with tf.io.gfile.GFile(os.path.join(_MODEL_DIR.value, "config.gin"),
+                           "w") as f:
+      f.write(gin.config_str())
   import tasks  # pylint: disable=unused-import  (registers the tasks)
   from elmer_jax.training import loop
   loop.train(model_config, train_config, _MODEL_DIR.value)
-  print(f"Checkpoints: {os.path.join(_MODEL_DIR.value, 'checkpoints')}\n"
-        f"TensorBoard: {os.path.join(_MODEL_DIR.value, 'tensorboard')}\n"
-        f"Metrics:     {os.path.join(_MODEL_DIR.value, 'metrics.jsonl')}")
+  distributed.shutdown()
+  if chief:
+    print(f"Checkpoints: {os.path.join(_MODEL_DIR.value, 'checkpoints')}\n"
+          f"TensorBoard: {os.path.join(_MODEL_DIR.value, 'tensorboard')}\n"
+          f"Metrics:     {os.path.join(_MODEL_DIR.value, 'metrics.jsonl')}")
 
 
 if __name__ == "__main__":

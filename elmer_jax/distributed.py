@@ -1,0 +1,185 @@
+"""Joining the multi-controller JAX runtime: one process per host (or GPU).
+
+The trainer calls `initialize()` before touching a device, so a run starts
+the same way everywhere:
+
+- explicit: `--coordinator_address/--num_processes/--process_id`, or the
+  environment variables `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
+  `JAX_PROCESS_ID` (GPU clusters, and CPU processes, which then use gloo
+  collectives);
+- automatic on Cloud TPU VMs and under SLURM / Open MPI (JAX's cluster
+  detection);
+- otherwise a single process.
+
+A lost peer must not hang the others (a collective waiting on a dead peer
+never returns): a watchdog thread asks the coordination service which
+processes are alive every `--peer_check_s` seconds and ends this process,
+naming the lost peer, as soon as one is gone. JAX's own heartbeat check
+(`--heartbeat_timeout_s`) is the backstop.
+"""
+
+import glob
+import importlib.util
+import os
+import sys
+import threading
+from typing import Optional
+
+from absl import flags
+import jax
+import numpy as np
+
+_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0's coordinator (else $JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes in the run (else $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index (else $JAX_PROCESS_ID).")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 100,
+    "A peer silent this long is declared lost and the run stops.")
+_PEER_CHECK = flags.DEFINE_float(
+    "peer_check_s", 5.0,
+    "How often the watchdog checks that every process is alive (0: off).")
+
+# Exit status of a process that stops because a peer was lost.
+PEER_LOST_EXIT = 75
+
+# Set on Cloud TPU under GKE; TPU VMs reached by ssh are found by libtpu.
+_TPU_ENV = ("TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE",
+            "CLOUD_TPU_TASK_ID")
+
+
+def _env_int(name: str) -> Optional[int]:
+  value = os.environ.get(name)
+  if value in (None, ""):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"${name}={value!r} is not an integer.") from None
+
+
+def _flag(holder):
+  return holder.value if flags.FLAGS.is_parsed() else holder.default
+
+
+def _cluster_detected() -> bool:
+  """Cloud TPU (JAX finds the slice's workers from the VM metadata), SLURM
+  or Open MPI with several tasks."""
+  tpu_chips = glob.glob("/dev/accel*") + glob.glob("/dev/vfio/[0-9]*")
+  on_tpu_vm = (any(os.environ.get(name) for name in _TPU_ENV)
+               or (bool(tpu_chips)
+                   and importlib.util.find_spec("libtpu") is not None))
+  slurm = int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+  mpi = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
+  return on_tpu_vm or slurm or mpi
+
+
+def initialize(coordinator_address: Optional[str] = None,
+               num_processes: Optional[int] = None,
+               process_id: Optional[int] = None,
+               heartbeat_timeout_s: Optional[int] = None) -> None:
+  """Joins the run's processes (if there are several) and logs this one.
+
+  Arguments override the flags, which override the environment variables.
+  """
+  address = (coordinator_address or _flag(_ADDRESS)
+             or os.environ.get("JAX_COORDINATOR_ADDRESS"))
+  count = (num_processes or _flag(_NUM_PROCESSES)
+           or _env_int("JAX_NUM_PROCESSES"))
+  index = process_id
+  if index is None:
+    index = _flag(_PROCESS_ID)
+  if index is None:
+    index = _env_int("JAX_PROCESS_ID")
+  heartbeat = heartbeat_timeout_s or _flag(_HEARTBEAT)
+  if address:
+    if count is None or index is None:
+      raise ValueError(
+          f"Coordinator {address} given but the process count/index is not "
+          f"(num_processes={count}, process_id={index}): pass "
+          "--num_processes and --process_id, or set $JAX_NUM_PROCESSES and "
+          "$JAX_PROCESS_ID.")
+    if not 0 <= index < count:
+      raise ValueError(f"process_id={index} is outside [0, {count}).")
+    if count > 1:
+      # CPU devices need it for cross-process collectives; GPUs and TPUs
+      # have their own.
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+      jax.distributed.initialize(address, count, index,
+                                 heartbeat_timeout_seconds=heartbeat)
+      _Watchdog.start(_flag(_PEER_CHECK))
+  elif count not in (None, 1):
+    raise ValueError(f"num_processes={count} needs a coordinator address "
+                     "(--coordinator_address or $JAX_COORDINATOR_ADDRESS).")
+  elif _cluster_detected():
+    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
+    _Watchdog.start(_flag(_PEER_CHECK))
+  print(f"process {jax.process_index()}/{jax.process_count()}: "
+        f"{jax.local_device_count()} local devices "
+        f"{[str(d) for d in jax.local_devices()]}, "
+        f"{jax.device_count()} in all", file=sys.stderr, flush=True)
+
+
+
+def min_over_processes(value: int) -> int:
+  """The smallest of every process's `value` (all processes must call)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+  return int(np.min(multihost_utils.process_allgather(np.int32(value))))
+
+
+def barrier(name: str) -> None:
+  """Waits until every process gets here."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def shutdown() -> None:
+  """Leaves the run: stops the watchdog (peers finishing first are not lost)
+  and waits for every process at JAX's shutdown barrier."""
+  _Watchdog.stop()
+  if jax.process_count() > 1:
+    jax.distributed.shutdown()
+
+
+class _Watchdog:
+  """Ends this process (exit status `PEER_LOST_EXIT`) when a peer is gone."""
+
+  _stopped = threading.Event()
+
+  @classmethod
+  def start(cls, every_s: float) -> None:
+    from jax._src import distributed as jax_distributed
+    client = jax_distributed.global_state.client
+    if not every_s or not hasattr(client, "get_live_nodes"):
+      return  # JAX's heartbeat check still ends the run, only later.
+    cls._stopped.clear()
+    threading.Thread(target=cls._run, args=(client, every_s),
+                     name="elmer_jax-peer-watchdog", daemon=True).start()
+
+  @classmethod
+  def stop(cls) -> None:
+    cls._stopped.set()
+
+  @classmethod
+  def _run(cls, client, every_s: float) -> None:
+    everyone = list(range(jax.process_count()))
+    while not cls._stopped.wait(every_s):
+      try:
+        lost = sorted(set(everyone) - set(client.get_live_nodes(everyone)))
+      except Exception as e:  # pylint: disable=broad-except
+        lost, why = [0], f"the coordinator does not answer ({e})"
+      else:
+        why = "no longer alive in the coordination service"
+      if lost and not cls._stopped.is_set():
+        names = ", ".join(f"process {i}" for i in lost)
+        print(f"Lost peer: {names} of {len(everyone)} ({why}); process "
+              f"{jax.process_index()} stops (exit {PEER_LOST_EXIT}). Restart "
+              "every process: the run resumes from its last complete "
+              "checkpoint.", file=sys.stderr, flush=True)
+        os._exit(PEER_LOST_EXIT)  # pylint: disable=protected-access
