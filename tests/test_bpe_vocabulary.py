@@ -75,9 +75,9 @@ def test_pretraining_task_with_bart_ids(bpe_dir, tmp_path):
                                               vocabulary=vocab)
   converter = ElmerFeatureConverter(vocab.pad_id, vocab.bos_id, vocab.mask_id)
   shard = seqio.ShardInfo(0, 1)
-  batch = next(pipeline.ResumableIterator(pipeline.get_dataset(
+  batch = next(pipeline.ResumableIterator({shard: pipeline.get_dataset(
       name, {"inputs": 256, "targets": 256}, "train", 8, converter, seed=0,
-      shard=shard), shard))
+      shard=shard)}))
   weights = batch["decoder_loss_weights"]
   assert weights.min() == 0  # Some padding to look at.
   assert np.all(batch["decoder_target_tokens"][weights == 0] == 1)

@@ -11,11 +11,14 @@ TASK = "sample_wiki_elmer"
 LENGTHS = {"inputs": 48, "targets": 48}
 
 
-def _iterator(seed, shard=seqio.ShardInfo(0, 1), batch=4, task=TASK):
-  dataset = pipeline.get_dataset(task, LENGTHS, "train", batch,
-                                 pipeline.converter_for(task), seed=seed,
-                                 shard=shard)
-  return pipeline.ResumableIterator(dataset, shard)
+def _iterator(seed, shard=seqio.ShardInfo(0, 1), batch=4, task=TASK,
+              shards=None):
+  """The iterator of a process reading `shards` (default: just `shard`)."""
+  return pipeline.ResumableIterator({
+      shard: pipeline.get_dataset(task, LENGTHS, "train", batch,
+                                  pipeline.converter_for(task), seed=seed,
+                                  shard=shard)
+      for shard in shards or [shard]})
 
 
 def _assert_same(a, b):
@@ -46,15 +49,48 @@ def test_resume_continues_with_the_uninterrupted_batches(tmp_path):
     _assert_same(next(resumed), batch)
 
 
-def test_resume_with_another_process_count_is_refused(tmp_path):
+def test_resume_with_another_shard_count_is_refused(tmp_path):
   it = _iterator(seed=5)
   next(it)
   it.save(str(tmp_path / "data"))
   other = _iterator(seed=5, shard=seqio.ShardInfo(0, 2), batch=4)
-  with pytest.raises(ValueError, match="saved by 1 input processes.*has 2"):
+  with pytest.raises(ValueError, match=r"saved with 1 input shards.*reads 2.*"
+                     r"data_shards=1"):
     other.restore(str(tmp_path / "data"))
   with pytest.raises(FileNotFoundError, match="data_shards.json"):
     other.restore(str(tmp_path / "nothing"))
+
+
+def test_shards_rebalance_between_process_counts(tmp_path):
+  """One process reading both of 2 shards yields the two processes' batches
+  side by side, and either layout resumes the other's saved state."""
+  both = [seqio.ShardInfo(0, 2), seqio.ShardInfo(1, 2)]
+  one_process = _iterator(seed=8, shards=both)
+  first = next(one_process)
+  two_processes = [_iterator(seed=8, shard=s) for s in both]
+  _assert_same(first, pipeline.side_by_side([next(p)
+                                             for p in two_processes]))
+  one_process.save(str(tmp_path / "by_one"))
+  expected = [next(one_process) for _ in range(2)]
+
+  resumed = [_iterator(seed=8, shard=s) for s in both]
+  for process in resumed:
+    process.restore(str(tmp_path / "by_one"))
+  for batch in expected:
+    _assert_same(pipeline.side_by_side([next(p) for p in resumed]), batch)
+
+  for process in two_processes:
+    process.save(str(tmp_path / "by_two"))
+  expected = pipeline.side_by_side([next(p) for p in two_processes])
+  merged = _iterator(seed=8, shards=both)
+  merged.restore(str(tmp_path / "by_two"))
+  _assert_same(next(merged), expected)
+
+
+def test_shards_are_dealt_to_processes_in_order():
+  assert pipeline.process_shards() == [seqio.ShardInfo(0, 1)]
+  assert pipeline.process_shards(3) == [seqio.ShardInfo(i, 3)
+                                        for i in range(3)]
 
 
 def test_processes_read_different_shards():
@@ -67,7 +103,8 @@ def test_processes_read_different_shards():
 
 
 def test_batch_must_divide_among_processes():
-  with pytest.raises(ValueError, match="global_batch_size=5 .* 2 input"):
+  with pytest.raises(ValueError,
+                     match="global_batch_size=5 .* 2 input shards"):
     _iterator(seed=0, shard=seqio.ShardInfo(0, 2), batch=5)
 
 

@@ -53,7 +53,7 @@ def _batches(task, count=2, batch=4, seed=0, split="train"):
   dataset = pipeline.get_dataset(task, LENGTHS, split, batch,
                                  pipeline.converter_for(task), seed=seed,
                                  shard=ONE_PROCESS)
-  iterator = pipeline.ResumableIterator(dataset, ONE_PROCESS)
+  iterator = pipeline.ResumableIterator({ONE_PROCESS: dataset})
   return [next(iterator) for _ in range(count)], vocab
 
 

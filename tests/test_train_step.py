@@ -31,9 +31,9 @@ def config():
 @pytest.fixture(scope="module")
 def batches():
   shard = seqio.ShardInfo(0, 1)
-  iterator = pipeline.ResumableIterator(pipeline.get_dataset(
+  iterator = pipeline.ResumableIterator({shard: pipeline.get_dataset(
       "sample_wiki_elmer", LENGTHS, "train", 8,
-      pipeline.converter_for("sample_wiki_elmer"), seed=0, shard=shard), shard)
+      pipeline.converter_for("sample_wiki_elmer"), seed=0, shard=shard)})
   return [next(iterator) for _ in range(40)]
 
 

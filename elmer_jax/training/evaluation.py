@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from elmer_jax import objectives
+from elmer_jax import distributed, objectives
 from elmer_jax.data import pipeline
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.training.train_step import (ObjectiveConfig, draw_exit_layers,
@@ -48,19 +48,25 @@ def make_eval_step(model_config: ElmerConfig, objective: ObjectiveConfig,
 
 
 def read_batches(config: EvalConfig, train_task: str, lengths: dict,
-                 batch_size: int, pack: bool, seed: int) -> list[dict]:
+                 batch_size: int, pack: bool, seed: int,
+                 data_shards: int = 0) -> list[dict]:
   """The process-local eval batches, read once."""
   task = config.mixture_or_task or train_task
-  dataset = pipeline.get_dataset(
+  datasets = pipeline.process_datasets(
       task, lengths, config.split, batch_size,
-      pipeline.converter_for(task, pack), seed=seed, shuffle=False,
-      num_epochs=1)
-  batches = list(dataset.take(config.batches).as_numpy_iterator())
+      pipeline.converter_for(task, pack), num_shards=data_shards, seed=seed,
+      shuffle=False, num_epochs=1)
+  shards = [list(dataset.take(config.batches).as_numpy_iterator())
+            for dataset in datasets.values()]
+  batches = [pipeline.side_by_side(parts) for parts in zip(*shards)]
+  # Every process must run the same number of eval steps.
+  batches = batches[:distributed.min_over_processes(len(batches))]
   if not batches:
     raise ValueError(
         f"EvalConfig: split {config.split!r} of {task!r} has fewer than one "
-        f"batch of {batch_size} examples; use a smaller batch or another "
-        "split (or EvalConfig.every=0 to turn evaluation off).")
+        f"batch of {batch_size} examples per input shard; use a smaller "
+        "batch or another split (or EvalConfig.every=0 to turn evaluation "
+        "off).")
   return batches
 
 
