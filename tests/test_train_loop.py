@@ -70,6 +70,32 @@ def test_resume_is_exact(tmp_path):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def _truncate_largest_file(directory):
+  files = [os.path.join(root, name) for root, _, names in os.walk(directory)
+           for name in names]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 2)
+
+
+def test_truncated_latest_checkpoint_is_set_aside_and_the_one_before_resumes(
+    tmp_path, capsys):
+  model, train = _configs(30)
+  loop.train(model, train, str(tmp_path))
+  _truncate_largest_file(tmp_path / "checkpoints" / "30")
+  capsys.readouterr()
+  loop.train(model, train, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "Skipping checkpoint step 30: it does not read back" in out
+  assert "Resumed from step 20" in out
+  broken = os.listdir(tmp_path / "checkpoints_broken")
+  assert len(broken) == 1 and broken[0].startswith("30-")
+  first, again = [m for m in _metrics(tmp_path) if m["step"] == 30]
+  assert again["loss"] == first["loss"]  # Steps 21..30 repeated exactly.
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20", "30"]
+  _params(tmp_path, 30)  # The new step 30 reads back.
+
+
 def test_restoring_another_model_names_the_parameter(tmp_path):
   model, train = _configs(10)
   loop.train(model, train, str(tmp_path))

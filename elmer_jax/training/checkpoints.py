@@ -2,14 +2,17 @@
 resume, and parameters from another run (fine-tuning).
 
 Orbax writes each step to a temporary directory and renames it when complete,
-so a save interrupted by a crash is never listed as a step; `latest_step` is
-always a whole checkpoint. The data iterator's state is saved beside each
+so a save interrupted by a crash is never listed as a step. A step damaged
+afterwards (truncated or missing files) fails to read back: resuming moves it
+aside to `<model_dir>/checkpoints_broken/`, says so, and takes the step
+before. The data iterator's state is saved beside each
 step (`<model_dir>/data/<step>`), written before the model state, so a step
 that exists always has its data state; data states of steps orbax has
 dropped are deleted with them.
 """
 
 import os
+import time
 from typing import Any, Mapping, Optional, Sequence
 
 import flax
@@ -17,7 +20,13 @@ import jax
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
+from elmer_jax import distributed
+
 EVAL_LOSS = "eval/loss"
+
+
+class IncompatibleCheckpointError(ValueError):
+  """The checkpoint is whole but belongs to another model config."""
 
 
 def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
@@ -35,10 +44,10 @@ def check_compatible(saved: Any, expected: Any, where: str,
     if path not in saved_shapes and path.startswith(tuple(may_lack)):
       continue
     if path not in saved_shapes:
-      raise ValueError(f"{where} has no {path!r}; the model expects shape "
+      raise IncompatibleCheckpointError(f"{where} has no {path!r}; the model expects shape "
                        f"{shape}. Is it a checkpoint of this model?")
     if saved_shapes[path] != shape:
-      raise ValueError(
+      raise IncompatibleCheckpointError(
           f"{where}: {path!r} has shape {saved_shapes[path]} but the model "
           f"expects {shape}; the model config differs from the checkpoint's.")
 
@@ -58,6 +67,7 @@ class Checkpointer:
                keep_best: int = 0):
     model_dir = model_dir if "://" in model_dir else os.path.abspath(model_dir)
     self.directory = os.path.join(model_dir, "checkpoints")
+    self.broken_directory = os.path.join(model_dir, "checkpoints_broken")
     self.data_directory = os.path.join(model_dir, "data")
     policies = [ocp.checkpoint_managers.LatestN(keep)]
     best = {}
@@ -120,6 +130,41 @@ class Checkpointer:
     check_compatible(_tree(saved)["params"], abstract_state.params, where)
     return self._manager.restore(
         step, args=ocp.args.StandardRestore(abstract_state))
+
+  def restore_latest(self, abstract_state: Any
+                     ) -> tuple[Optional[int], Any]:
+    """(step, state) of the latest step that reads back whole on every
+    process; (None, None) when there is no checkpoint. A step that does not
+    read back is moved aside, logged, and the one before it tried."""
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      state, error = None, None
+      try:
+        state = self.restore(step, abstract_state)
+      except IncompatibleCheckpointError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        error = f"{type(e).__name__}: {e}"
+      if distributed.min_over_processes(error is None):
+        return step, state
+      self._set_aside(step, error or "another process could not read it")
+    if self._manager.all_steps() or tf.io.gfile.isdir(self.broken_directory):
+      raise FileNotFoundError(
+          f"No checkpoint in {self.directory} reads back whole; the broken "
+          f"ones are in {self.broken_directory}. Restore one from a copy, or "
+          "move checkpoints_broken/ away to start from scratch.")
+    return None, None
+
+  def _set_aside(self, step: int, error: str) -> None:
+    source = os.path.join(self.directory, str(step))
+    target = os.path.join(self.broken_directory, f"{step}-{int(time.time())}")
+    if jax.process_index() == 0:
+      print(f"Skipping checkpoint step {step}: it does not read back "
+            f"({error[:500]}). Moved it to {target}; resuming from the step "
+            "before.", flush=True)
+      tf.io.gfile.makedirs(self.broken_directory)
+      tf.io.gfile.rename(source, target)
+    distributed.barrier(f"set_aside_{step}")
+    self._manager.reload()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -55,6 +55,9 @@ class TrainConfig:
   # fresh, e.g. ('concat_head',) when fine-tuning a pretrained model.
   fresh_params: tuple[str, ...] = ()
   pack: bool = False
+  # Input shards (0: one per process), dealt out to the processes. A resumed
+  # run needs the same count, read by any number of processes dividing it.
+  data_shards: int = 0
   peak_tflops: float = 0.0  # Per device; 0 leaves MFU out of the metrics.
   mesh: partitioning.MeshConfig = partitioning.MeshConfig()
   rules: partitioning.Rules = partitioning.DEFAULT_RULES
@@ -171,18 +174,18 @@ def train(model_config: ElmerConfig, config: TrainConfig,
   checkpoints = Checkpointer(model_dir, config.checkpoint_every,
                              config.keep_checkpoints,
                              config.keep_best_checkpoints)
-  start = checkpoints.latest_step()
-  if start is None and config.init_checkpoint:
+  if checkpoints.latest_step() is None and config.init_checkpoint:
     check_params_checkpoint(config.init_checkpoint, program.abstract.params,
                             config.fresh_params)
 
-  iterator = pipeline.ResumableIterator(pipeline.get_dataset(
+  iterator = pipeline.ResumableIterator(pipeline.process_datasets(
       config.mixture_or_task, lengths, "train", config.batch_size,
       pipeline.converter_for(config.mixture_or_task, config.pack),
-      seed=config.seed))
+      num_shards=config.data_shards, seed=config.seed))
   eval_batches = (evaluation.read_batches(
       config.eval, config.mixture_or_task, lengths, config.batch_size,
-      config.pack, config.seed) if config.eval.every else None)
+      config.pack, config.seed, config.data_shards)
+                  if config.eval.every else None)
   writer = MetricsWriter(model_dir, enabled=jax.process_index() == 0)
   preemption = _Preemption()
   flops_per_step = config.batch_size * flops.train_flops(
@@ -190,7 +193,7 @@ def train(model_config: ElmerConfig, config: TrainConfig,
   data_sharding = program.data_sharding
 
   with program.context():
-    state = _initial_state(config, checkpoints, iterator, program, start)
+    start, state = _initial_state(config, checkpoints, iterator, program)
     eval_step = (jax.jit(evaluation.make_eval_step(
         model_config, config.objective, config.seed),
                          in_shardings=(program.shardings.params, data_sharding,
@@ -198,7 +201,7 @@ def train(model_config: ElmerConfig, config: TrainConfig,
                  if eval_batches else None)
 
     logged, window = None, _Window()
-    for index in range(start or 0, config.steps):
+    for index in range(start, config.steps):
       batch = pipeline.global_batch(next(iterator), data_sharding)
       state, metrics = program.step(state, batch)
       done = index + 1
@@ -240,19 +243,20 @@ def train(model_config: ElmerConfig, config: TrainConfig,
 
 
 def _initial_state(config: TrainConfig, checkpoints: Checkpointer, iterator,
-                   program: Program, start: Optional[int]) -> TrainState:
-  """Resume, or start from `init_checkpoint`'s parameters, or from scratch."""
+                   program: Program) -> tuple[int, TrainState]:
+  """(step, state): resume, else start from `init_checkpoint`'s parameters,
+  else from scratch."""
+  start, state = checkpoints.restore_latest(program.abstract)
   if start is not None:
-    state = checkpoints.restore(start, program.abstract)
     iterator.restore(checkpoints.data_state_dir(start))
     print(f"Resumed from step {start} in {checkpoints.directory}")
-    return state
+    return start, state
   state = program.init()
   if config.init_checkpoint:
     state = state.replace(params=restore_params(
         config.init_checkpoint, state.params, config.fresh_params))
     print(f"Initialised parameters from {config.init_checkpoint}")
-  return state
+  return 0, state
 
 
 def _summary(sums: dict, steps: int, seconds: float, config: TrainConfig,
