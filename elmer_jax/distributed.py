@@ -12,17 +12,18 @@ the same way everywhere:
 - otherwise a single process.
 
 A lost peer must not hang the others (a collective waiting on a dead peer
-never returns): a watchdog thread asks the coordination service which
-processes are alive every `--peer_check_s` seconds and ends this process,
-naming the lost peer, as soon as one is gone. JAX's own heartbeat check
-(`--heartbeat_timeout_s`) is the backstop.
+never returns): JAX's coordination service declares a process lost when it
+misses heartbeats for `--heartbeat_timeout_s` and then ends every other
+process with a message naming it ("The following tasks are unhealthy
+(stopped sending heartbeats): 1"); losing process 0, the coordinator, ends
+the others at once ("the leader task ... died"). Restart every process: the
+run resumes from its last complete checkpoint.
 """
 
 import glob
 import importlib.util
 import os
 import sys
-import threading
 from typing import Optional
 
 from absl import flags
@@ -39,12 +40,6 @@ _PROCESS_ID = flags.DEFINE_integer(
 _HEARTBEAT = flags.DEFINE_integer(
     "heartbeat_timeout_s", 100,
     "A peer silent this long is declared lost and the run stops.")
-_PEER_CHECK = flags.DEFINE_float(
-    "peer_check_s", 5.0,
-    "How often the watchdog checks that every process is alive (0: off).")
-
-# Exit status of a process that stops because a peer was lost.
-PEER_LOST_EXIT = 75
 
 # Set on Cloud TPU under GKE; TPU VMs reached by ssh are found by libtpu.
 _TPU_ENV = ("TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE",
@@ -110,18 +105,15 @@ def initialize(coordinator_address: Optional[str] = None,
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
       jax.distributed.initialize(address, count, index,
                                  heartbeat_timeout_seconds=heartbeat)
-      _Watchdog.start(_flag(_PEER_CHECK))
   elif count not in (None, 1):
     raise ValueError(f"num_processes={count} needs a coordinator address "
                      "(--coordinator_address or $JAX_COORDINATOR_ADDRESS).")
   elif _cluster_detected():
     jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
-    _Watchdog.start(_flag(_PEER_CHECK))
   print(f"process {jax.process_index()}/{jax.process_count()}: "
         f"{jax.local_device_count()} local devices "
         f"{[str(d) for d in jax.local_devices()]}, "
         f"{jax.device_count()} in all", file=sys.stderr, flush=True)
-
 
 
 def min_over_processes(value: int) -> int:
@@ -140,46 +132,7 @@ def barrier(name: str) -> None:
 
 
 def shutdown() -> None:
-  """Leaves the run: stops the watchdog (peers finishing first are not lost)
-  and waits for every process at JAX's shutdown barrier."""
-  _Watchdog.stop()
+  """Leaves the run once every process is done (JAX's shutdown barrier)."""
   if jax.process_count() > 1:
     jax.distributed.shutdown()
 
-
-class _Watchdog:
-  """Ends this process (exit status `PEER_LOST_EXIT`) when a peer is gone."""
-
-  _stopped = threading.Event()
-
-  @classmethod
-  def start(cls, every_s: float) -> None:
-    from jax._src import distributed as jax_distributed
-    client = jax_distributed.global_state.client
-    if not every_s or not hasattr(client, "get_live_nodes"):
-      return  # JAX's heartbeat check still ends the run, only later.
-    cls._stopped.clear()
-    threading.Thread(target=cls._run, args=(client, every_s),
-                     name="elmer_jax-peer-watchdog", daemon=True).start()
-
-  @classmethod
-  def stop(cls) -> None:
-    cls._stopped.set()
-
-  @classmethod
-  def _run(cls, client, every_s: float) -> None:
-    everyone = list(range(jax.process_count()))
-    while not cls._stopped.wait(every_s):
-      try:
-        lost = sorted(set(everyone) - set(client.get_live_nodes(everyone)))
-      except Exception as e:  # pylint: disable=broad-except
-        lost, why = [0], f"the coordinator does not answer ({e})"
-      else:
-        why = "no longer alive in the coordination service"
-      if lost and not cls._stopped.is_set():
-        names = ", ".join(f"process {i}" for i in lost)
-        print(f"Lost peer: {names} of {len(everyone)} ({why}); process "
-              f"{jax.process_index()} stops (exit {PEER_LOST_EXIT}). Restart "
-              "every process: the run resumes from its last complete "
-              "checkpoint.", file=sys.stderr, flush=True)
-        os._exit(PEER_LOST_EXIT)  # pylint: disable=protected-access
