@@ -81,12 +81,12 @@ def make_mesh(config: MeshConfig = MeshConfig(),
     raise ValueError(f"MeshConfig.dcn={config.dcn} asks for {slices} slices "
                      f"but {len(devices)} devices do not split into them.")
   ici = _resolve(config.ici, len(devices) // slices, "MeshConfig.ici")
-  if slices > 1 and (hasattr(devices[0], "slice_index")
-                     or jax.process_count() > 1):
-    # TPU slices, or hosts (processes) on GPU clusters, are the granules.
+  # TPU slices, else hosts (processes), are the granules of the dcn axes;
+  # devices of one slice (CPU and GPU hosts) may still carry a slice_index.
+  by_slice = len({getattr(d, "slice_index", 0) for d in devices}) > 1
+  if slices > 1 and (by_slice or jax.process_count() > 1):
     grid = mesh_utils.create_hybrid_device_mesh(
-        ici, dcn, devices,
-        process_is_granule=not hasattr(devices[0], "slice_index"),
+        ici, dcn, devices, process_is_granule=not by_slice,
         allow_split_physical_axes=True)
   elif slices > 1:
     # One process (tests, fake devices): consecutive blocks act as slices.

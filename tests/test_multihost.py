@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-HEARTBEAT_S = 20
+HEARTBEAT_S = 10
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
 BINDINGS = [
@@ -27,8 +27,12 @@ BINDINGS = [
     # Two input shards whoever reads them: the 1-process run sees the same
     # global batches as the 2-process one.
     "--gin.loop.TrainConfig.data_shards=2",
-    "--gin.partitioning.MeshConfig.ici=(4, 1, 2)",  # data=4, tensor=2.
 ]
+MESH = ["--gin.partitioning.MeshConfig.ici=(4, 1, 2)"]  # data=4, tensor=2.
+# Processes as the slices of a hybrid mesh: data=2 across, data=2 x tensor=2
+# within each.
+HYBRID_MESH = ["--gin.partitioning.MeshConfig.ici=(2, 1, 2)",
+               "--gin.partitioning.MeshConfig.dcn=(2, 1, 1)"]
 
 
 def _free_port() -> int:
@@ -38,7 +42,7 @@ def _free_port() -> int:
 
 
 def _start(model_dir, devices, process_id=None, port=None, log=None,
-           steps=STEPS):
+           steps=STEPS, mesh=tuple(MESH)):
   env = dict(os.environ,
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".pytest_cache",
@@ -49,17 +53,18 @@ def _start(model_dir, devices, process_id=None, port=None, log=None,
                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
   command = [sys.executable, "-m", "elmer_jax.train",
              "--gin_file=experiments/demo_sample_tiny.gin",
-             f"--model_dir={model_dir}", *BINDINGS,
+             f"--model_dir={model_dir}", *BINDINGS, *mesh,
              f"--gin.loop.TrainConfig.steps={steps}",
              f"--heartbeat_timeout_s={HEARTBEAT_S}"]
   return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                           stderr=subprocess.STDOUT, text=True)
 
 
-def _two_processes(model_dir, tmp_path, name, steps=STEPS):
+def _two_processes(model_dir, tmp_path, name, steps=STEPS, mesh=tuple(MESH)):
   port = _free_port()
   logs = [open(tmp_path / f"{name}_{i}.log", "w") for i in range(2)]
-  return [_start(model_dir, 4, i, port, logs[i], steps) for i in range(2)]
+  return [_start(model_dir, 4, i, port, logs[i], steps, mesh)
+          for i in range(2)]
 
 
 def _wait(processes, tmp_path, name, timeout=420):
@@ -88,17 +93,21 @@ def two_process_run(tmp_path_factory):
   return tmp_path
 
 
-def test_two_processes_match_one_process_and_both_write_the_checkpoint(
-    two_process_run, tmp_path):
-  run = two_process_run / "run"
+def _assert_same_losses(two_process_dir, tmp_path, mesh=tuple(MESH)):
   with open(tmp_path / "one.log", "w") as log:
-    one = _start(tmp_path / "one", 8, log=log)
+    one = _start(tmp_path / "one", 8, log=log, mesh=mesh)
     assert one.wait(timeout=420) == 0, (tmp_path / "one.log").read_text()
-  two, single = _losses(run), _losses(tmp_path / "one")
+  two, single = _losses(two_process_dir), _losses(tmp_path / "one")
   assert sorted(two) == list(range(1, STEPS + 1))
   for step in two:
     assert two[step] == pytest.approx(single[step], abs=1e-6), step
   assert two[STEPS] < two[1]
+
+
+def test_two_processes_match_one_process_and_both_write_the_checkpoint(
+    two_process_run, tmp_path):
+  run = two_process_run / "run"
+  _assert_same_losses(run, tmp_path)
 
   logs = [(two_process_run / f"run_{i}.log").read_text() for i in range(2)]
   assert "process 0/2: 4 local devices" in logs[0]
@@ -110,6 +119,13 @@ def test_two_processes_match_one_process_and_both_write_the_checkpoint(
   assert any(n.startswith("shard_1") for n in data)
   with open(run / "metrics.jsonl") as f:  # Process 0 alone writes it.
     assert len(f.readlines()) == STEPS
+
+
+@pytest.mark.slow
+def test_two_processes_as_slices_of_a_hybrid_mesh_match_one_process(tmp_path):
+  _wait(_two_processes(tmp_path / "two", tmp_path, "two", mesh=HYBRID_MESH),
+        tmp_path, "two")
+  _assert_same_losses(tmp_path / "two", tmp_path, mesh=HYBRID_MESH)
 
 
 @pytest.mark.slow
