@@ -87,10 +87,19 @@ def test_shards_rebalance_between_process_counts(tmp_path):
   _assert_same(next(merged), expected)
 
 
-def test_shards_are_dealt_to_processes_in_order():
+def test_shards_are_dealt_to_processes_in_order(monkeypatch):
+  import jax
   assert pipeline.process_shards() == [seqio.ShardInfo(0, 1)]
   assert pipeline.process_shards(3) == [seqio.ShardInfo(i, 3)
                                         for i in range(3)]
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  assert pipeline.process_shards() == [seqio.ShardInfo(1, 2)]
+  assert pipeline.process_shards(4) == [seqio.ShardInfo(2, 4),
+                                        seqio.ShardInfo(3, 4)]
+  with pytest.raises(ValueError, match="3 input shards cannot be dealt out "
+                     "evenly to 2 processes: use a multiple of 2"):
+    pipeline.process_shards(3)
 
 
 def test_processes_read_different_shards():
