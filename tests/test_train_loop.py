@@ -95,6 +95,13 @@ def test_truncated_latest_checkpoint_is_set_aside_and_the_one_before_resumes(
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20", "30"]
   _params(tmp_path, 30)  # The new step 30 reads back.
 
+  for step in (10, 20, 30):  # None left to resume from: no fresh start.
+    _truncate_largest_file(tmp_path / "checkpoints" / str(step))
+  with pytest.raises(FileNotFoundError, match="No checkpoint in .* reads back "
+                     "whole; the broken ones are in .*checkpoints_broken"):
+    loop.train(model, train, str(tmp_path))
+  assert len(os.listdir(tmp_path / "checkpoints_broken")) == 4
+
 
 def test_restoring_another_model_names_the_parameter(tmp_path):
   model, train = _configs(10)
