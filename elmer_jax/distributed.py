@@ -135,4 +135,3 @@ def shutdown() -> None:
   """Leaves the run once every process is done (JAX's shutdown barrier)."""
   if jax.process_count() > 1:
     jax.distributed.shutdown()
-
