@@ -150,6 +150,28 @@ def test_sigkill_both_then_restart_resumes_and_matches(two_process_run,
   assert _losses(run)[STEPS] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(
+    two_process_run, tmp_path):
+  run = tmp_path / "run"
+  processes = _two_processes(run, tmp_path, "preempted", steps=10 ** 6)
+  deadline = time.time() + 420
+  while not _complete_steps(run) and time.time() < deadline:
+    time.sleep(0.2)
+  processes[1].send_signal(signal.SIGTERM)  # The notice reaches one host.
+  _wait(processes, tmp_path, "preempted")
+  saved = [re.findall(r"SIGTERM: saved step (\d+)",
+                      (tmp_path / f"preempted_{i}.log").read_text())
+           for i in range(2)]
+  assert saved[0] and saved[0] == saved[1], saved
+  assert int(saved[0][0]) < STEPS
+  assert int(saved[0][0]) in _complete_steps(run)
+
+  _wait(_two_processes(run, tmp_path, "restarted"), tmp_path, "restarted")
+  expected = _losses(two_process_run / "run")[STEPS]
+  assert _losses(run)[STEPS] == pytest.approx(expected, abs=1e-6)
+
+
 @pytest.mark.parametrize("lost", [
     pytest.param(1, id="worker"),
     pytest.param(0, id="coordinator", marks=pytest.mark.slow)])

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from elmer_jax import flops, objectives, partitioning
@@ -82,15 +83,28 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _Preemption:
-  """Turns SIGTERM into a request to save and stop at the next step."""
+  """Turns SIGTERM into a request to save and stop at the next step.
+
+  With several processes the notice may reach one host first: JAX's
+  preemption service (its own SIGTERM handler) passes it to all of them and
+  picks the step every process stops at.
+  """
 
   def __init__(self):
-    self.requested = False
-    signal.signal(signal.SIGTERM, self._handle)
+    self._requested = False
+    self._multihost = jax.process_count() > 1
+    if not self._multihost:
+      signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self._requested = True
+
+  def stop_after(self, step: int) -> bool:
+    """Whether to save and stop after `step`; call once per step."""
+    if self._multihost:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._requested
 
 
 class _Window:
@@ -206,9 +220,9 @@ def train(model_config: ElmerConfig, config: TrainConfig,
       state, metrics = program.step(state, batch)
       done = index + 1
       window.add(done, metrics)
-      # Read the flag once: a SIGTERM arriving later in this step is handled
-      # at the next one, never announced as saved without a save.
-      stop = preemption.requested
+      # Asked once: a SIGTERM arriving later in this step is handled at the
+      # next one, never announced as saved without a save.
+      stop = preemption.stop_after(done)
       last = done == config.steps or stop
       due_log = done % config.log_every == 0 or last
       due_save = last or checkpoints.due(done)
