@@ -173,6 +173,13 @@ class Checkpointer:
     self._manager.close()
 
 
+def _read_only(directory: str) -> ocp.CheckpointManager:
+  """The complete steps of a `checkpoints/` directory (finalised: renamed
+  locally, `commit_success.txt` on GCS), and the best by eval loss."""
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True, best_fn=lambda m: m[EVAL_LOSS], best_mode="min"))
+
+
 def _params_item(path: str) -> str:
   """The orbax item directory that holds a state with `params`: `path` may be
   that item, a step directory, a `checkpoints/` directory or a run directory
@@ -184,10 +191,10 @@ def _params_item(path: str) -> str:
       continue
     if tf.io.gfile.exists(os.path.join(candidate, "default")):
       return os.path.join(candidate, "default")
-    steps = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(candidate)
-             if n.rstrip("/").isdigit()]
-    if steps:
-      return os.path.join(candidate, str(max(steps)), "default")
+    with _read_only(candidate) as manager:  # Complete steps only.
+      latest = manager.latest_step()
+    if latest is not None:
+      return os.path.join(candidate, str(latest), "default")
     if tf.io.gfile.exists(os.path.join(candidate, "_METADATA")):
       return candidate
   raise FileNotFoundError(
@@ -243,9 +250,7 @@ def inference_step(model_dir: str, step: Optional[int] = None) -> str:
   if not tf.io.gfile.isdir(directory):
     raise FileNotFoundError(f"{model_dir} has no checkpoints/ directory: is "
                             "it the --model_dir of a training run?")
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, best_fn=lambda m: m[EVAL_LOSS],
-      best_mode="min")) as manager:
+  with _read_only(directory) as manager:
     steps = manager.all_steps()
     if not steps:
       raise FileNotFoundError(f"{directory} holds no complete checkpoint.")
