@@ -44,8 +44,9 @@ def check_compatible(saved: Any, expected: Any, where: str,
     if path not in saved_shapes and path.startswith(tuple(may_lack)):
       continue
     if path not in saved_shapes:
-      raise IncompatibleCheckpointError(f"{where} has no {path!r}; the model expects shape "
-                       f"{shape}. Is it a checkpoint of this model?")
+      raise IncompatibleCheckpointError(
+          f"{where} has no {path!r}; the model expects shape {shape}. Is it "
+          "a checkpoint of this model?")
     if saved_shapes[path] != shape:
       raise IncompatibleCheckpointError(
           f"{where}: {path!r} has shape {saved_shapes[path]} but the model "
@@ -147,7 +148,9 @@ class Checkpointer:
       if distributed.min_over_processes(error is None):
         return step, state
       self._set_aside(step, error or "another process could not read it")
-    if self._manager.all_steps() or tf.io.gfile.isdir(self.broken_directory):
+    # Every step has been set aside by now; steps set aside by an earlier
+    # attempt count too: never a silent fresh start over broken checkpoints.
+    if tf.io.gfile.isdir(self.broken_directory):
       raise FileNotFoundError(
           f"No checkpoint in {self.directory} reads back whole; the broken "
           f"ones are in {self.broken_directory}. Restore one from a copy, or "
