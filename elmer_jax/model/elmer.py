@@ -139,8 +139,10 @@ class Elmer(nn.Module):
                         if cfg.soft_exit else None)
 
   def off_ramp_weights(self) -> off_ramp.OffRampWeights:
-    return off_ramp.OffRampWeights(self.shared.embedding,
-                                   self.final_logits_bias, self.concat_head)
+    # A buffer in BART: no gradient reaches it (the optimizer freezes it too).
+    return off_ramp.OffRampWeights(
+        self.shared.embedding, jax.lax.stop_gradient(self.final_logits_bias),
+        self.concat_head)
 
   def off_ramp(self, states: jax.Array) -> jax.Array:
     """The tied LM head: logits (fp32) for (batch, length, embed) states."""

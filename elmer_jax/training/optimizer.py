@@ -6,6 +6,10 @@ import optax
 
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("cosine", "rsqrt", "constant")
+# Top-level parameters that are buffers in BART/ELMER, never trained: no
+# update, no weight decay, no optimizer slots. They are still saved,
+# imported and exported with the others.
+FROZEN_PARAMS = ("final_logits_bias",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +56,14 @@ def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [config.warmup_steps])
 
 
+def _labels(params) -> dict:
+  return {name: "frozen" if name in FROZEN_PARAMS else "trained"
+          for name in params}
+
+
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-  """Clip by global norm, then AdamW or Adafactor with the schedule."""
+  """Clip by global norm, then AdamW or Adafactor with the schedule; the
+  `FROZEN_PARAMS` get a zero update and no state."""
   schedule = learning_rate_schedule(config)
   if config.name == "adamw":
     update = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
@@ -61,4 +71,6 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
   else:
     update = optax.adafactor(schedule, weight_decay_rate=config.weight_decay
                              or None)
-  return optax.chain(optax.clip_by_global_norm(config.clip_norm), update)
+  trained = optax.chain(optax.clip_by_global_norm(config.clip_norm), update)
+  return optax.multi_transform(
+      {"trained": trained, "frozen": optax.set_to_zero()}, _labels)
