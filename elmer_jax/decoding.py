@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from elmer_jax.data import vocabularies
 from elmer_jax.model import Elmer
 from elmer_jax.model.config import ElmerConfig
 
@@ -189,9 +190,10 @@ def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
                   ) -> list[dict[str, Any]]:
   """Decodes texts with a seqio vocabulary, in batches of `batch_size`.
 
-  Inputs are encoded as the fine-tuning tasks do (ids, then `</s>`) and cut
-  to `max_input_length` tokens (at most the encoder's positions), with one
-  warning for all cut inputs. Returns per text its `text`, output `tokens`
+  Inputs are encoded as the fine-tuning tasks do (`<s>` ids `</s>`, or ids
+  `</s>` when the vocabulary builds inputs without `<s>`) and cut to
+  `max_input_length` tokens with both special tokens (at most the encoder's
+  positions), with one warning for all cut inputs. Returns per text its `text`, output `tokens`
   and their `exit_layers`.
   """
   if decode_config.length_mode != "max_length":
@@ -201,14 +203,16 @@ def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
     raise ValueError(f"The vocabulary's eos_id={vocabulary.eos_id} differs "
                      f"from ElmerConfig.eos_id={model_config.eos_id}.")
   limit = min(max_input_length, model_config.max_positions)
+  before = [model_config.bos_id] if vocabularies.encoder_bos(vocabulary) else []
+  room = limit - len(before) - 1
   encoded, cut = [], 0
   for index, text in enumerate(texts):
     if not text.strip():
       raise ValueError(f"texts[{index}] is empty; every input needs text.")
     ids = list(vocabulary.encode(text))
-    if len(ids) + 1 > limit:
-      ids, cut = ids[:limit - 1], cut + 1
-    encoded.append(ids + [model_config.eos_id])
+    if len(ids) > room:
+      ids, cut = ids[:room], cut + 1
+    encoded.append(before + ids + [model_config.eos_id])
   if cut:
     logging.warning("Cut %d of %d inputs to %d tokens (max_input_length=%d, "
                     "ElmerConfig.max_positions=%d).", cut, len(texts), limit,

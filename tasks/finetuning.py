@@ -23,7 +23,9 @@ The sample tasks split by article with `pretraining.holdout_source`, so
 their validation articles are the ones held out from `sample_wiki_elmer`.
 
 Every task tokenizes `inputs` and `targets`, drops examples whose source or
-target is empty, trims and appends `</s>`, and keeps the raw strings as
+target is empty, trims and adds the special tokens (`<s> inputs </s>` as
+BART's tokenizer, unless the vocabulary says no `<s>`; `targets </s>`), and
+keeps the raw strings as
 `inputs_pretokenized` / `targets_pretokenized` for evaluation (the feature
 converter drops them from model batches).
 """
@@ -155,12 +157,13 @@ def drop_empty_tokens(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def finetuning_preprocessors(pre: Sequence[Callable] = (),
-                             tokenized: Sequence[Callable] = ()
-                             ) -> list[Callable]:
+                             tokenized: Sequence[Callable] = (),
+                             bos_id: Optional[int] = None) -> list[Callable]:
   """`pre` makes `inputs`/`targets` strings; `tokenized` runs on token ids,
-  before `</s>` is appended."""
+  before the special tokens are added (`bos_id`: `<s>` before the inputs,
+  None: none)."""
   return [*pre, clean_pairs, seqio.preprocessors.tokenize, drop_empty_tokens,
-          *tokenized, seqio.preprocessors.append_eos_after_trim]
+          *tokenized, preprocessors.add_special_tokens_after_trim(bos_id)]
 
 
 def _register(name: str, source: seqio.DataSource,
@@ -169,7 +172,8 @@ def _register(name: str, source: seqio.DataSource,
   seqio.TaskRegistry.remove(name)
   seqio.TaskRegistry.add(
       name, source=source,
-      preprocessors=finetuning_preprocessors(pre, tokenized),
+      preprocessors=finetuning_preprocessors(
+          pre, tokenized, pretraining.encoder_bos_id(vocabulary)),
       output_features=pretraining.output_features(vocabulary), metric_fns=[])
 
 

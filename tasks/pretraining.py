@@ -15,9 +15,9 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from elmer_jax.data import preprocessors
+from elmer_jax.data import preprocessors, vocabularies
 from elmer_jax.data.noising import NoiseConfig
-from elmer_jax.data.vocab_tables import vocab_tables
+from elmer_jax.data.vocab_tables import special_ids, vocab_tables
 
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                           "wiki_sample")
@@ -60,6 +60,12 @@ def default_vocabulary() -> seqio.Vocabulary:
   return seqio.SentencePieceVocabulary(SAMPLE_SPM)
 
 
+def encoder_bos_id(vocabulary: seqio.Vocabulary) -> Optional[int]:
+  """`<s>`'s id if encoder inputs start with it (the vocabulary says)."""
+  return (special_ids(vocabulary)["bos"]
+          if vocabularies.encoder_bos(vocabulary) else None)
+
+
 def output_features(vocabulary: seqio.Vocabulary) -> dict:
   feature = seqio.Feature(vocabulary=vocabulary, add_eos=True, dtype="int32")
   return {"inputs": feature, "targets": feature}
@@ -73,7 +79,8 @@ def _register(name: str, source: seqio.DataSource,
       name, source=source,
       preprocessors=[*pre, *preprocessors.pretraining_preprocessors(
           vocab_tables(vocabulary), noise,
-          split_long_documents=split_long_documents)],
+          split_long_documents=split_long_documents,
+          bos_id=encoder_bos_id(vocabulary))],
       output_features=output_features(vocabulary), metric_fns=[])
 
 

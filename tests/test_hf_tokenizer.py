@@ -1,13 +1,15 @@
-"""Exported tokenizer files give the seqio vocabulary's ids."""
+"""Exported tokenizer files give the seqio vocabulary's ids, and
+`tokenizer(text).input_ids` is the seqio task's encoder input."""
 
 import pytest
 import seqio
 import transformers
 
+from elmer_jax.data import vocabularies
 from elmer_jax.data.bpe_vocabulary import ByteLevelBPEVocabulary
 from elmer_jax.export import hf_tokenizer
 from elmer_jax.model.config import ElmerConfig
-from tasks import pretraining
+from tasks import finetuning, pretraining
 from tests.conftest import BPE_EXTRA_TEXT
 
 TEXTS = ["Paris is the capital of France.", "  leading and  double  spaces ",
@@ -20,13 +22,35 @@ SAMPLE = ElmerConfig(vocab_size=8000, pad_id=0, eos_id=1, unk_id=2, bos_id=3,
                      mask_id=4, d_model=32, num_heads=4)
 
 
+def _task_inputs(vocabulary, texts, path):
+  """Encoder ids the seqio fine-tuning task builds for `texts`, by text."""
+  path.mkdir()
+  rows = [t for t in texts if t.strip() and "\t" not in t and "\n" not in t]
+  (path / "pairs.tsv").write_text("".join(f"{t}\tx\n" for t in rows))
+  name = finetuning.register_pairs_task(
+      f"tokenizer_check_{id(vocabulary)}", [str(path / "pairs.tsv")],
+      file_format="tsv", vocabulary=vocabulary)
+  dataset = seqio.get_mixture_or_task(name).get_dataset(
+      {"inputs": 128, "targets": 8}, split="train", shuffle=False,
+      num_epochs=1, use_cached=False)
+  inputs = [ex["inputs"].tolist() for ex in dataset.as_numpy_iterator()]
+  assert len(inputs) == len(rows)
+  return dict(zip(rows, inputs))
+
+
 def _check_ids(vocabulary, config, path):
   hf_tokenizer.write_tokenizer(vocabulary, config, str(path))
   tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+  task_inputs = _task_inputs(vocabulary, TEXTS, path / "task")
   for text in TEXTS:
     ids = list(vocabulary.encode(text))
-    assert tokenizer(text)["input_ids"] == ids + [config.eos_id], text
+    # BART's `<s> tokens </s>`, as `tokenizer.encode(text)` in the original.
+    assert tokenizer(text)["input_ids"] == (
+        [config.bos_id] + ids + [config.eos_id]), text
+    if text in task_inputs:
+      assert tokenizer(text)["input_ids"] == task_inputs[text], text
     assert tokenizer.decode(ids) == vocabulary.decode(ids), text
+  assert len(task_inputs) >= len(TEXTS) - 3
   assert tokenizer.mask_token_id == config.mask_id
   assert tokenizer.pad_token_id == config.pad_id
   assert tokenizer.eos_token_id == config.eos_id
@@ -42,6 +66,17 @@ def test_bpe_ids_match(bpe_dir, tmp_path):
   config = ElmerConfig(vocab_size=vocabulary.vocab_size, d_model=32,
                        num_heads=4, mask_id=vocabulary.vocab_size - 1)
   _check_ids(vocabulary, config, tmp_path)
+
+
+def test_without_encoder_bos_the_tokenizer_follows(tmp_path):
+  vocabulary = vocabularies.load_vocabulary(pretraining.SAMPLE_SPM,
+                                            encoder_bos=False)
+  hf_tokenizer.write_tokenizer(vocabulary, SAMPLE, str(tmp_path))
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+  text = TEXTS[0]
+  expected = list(vocabulary.encode(text)) + [SAMPLE.eos_id]
+  assert tokenizer(text)["input_ids"] == expected
+  assert _task_inputs(vocabulary, [text], tmp_path / "task")[text] == expected
 
 
 def test_vocabulary_must_match_the_embedding(tmp_path):

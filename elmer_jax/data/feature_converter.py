@@ -7,8 +7,9 @@ attention inside its own segment.
 
 seqio pads and packs with 0; ELMER's vocabularies need their own pad id
 (BART's is 1), so padding is found first (0, which is `<pad>` in our
-SentencePiece models and `<s>` in BART's, never inside a tokenized text) and
-then written with the vocabulary's ids.
+SentencePiece models and `<s>` in BART's) and
+then written with the vocabulary's ids. The one exception is BART's `<s>`
+that starts an encoder input: position 0 always holds a token.
 """
 
 from typing import Mapping
@@ -28,7 +29,10 @@ class ElmerFeatureConverter(seqio.EncDecFeatureConverter):
   def _valid(self, features: Mapping[str, tf.Tensor], key: str) -> tf.Tensor:
     if self.pack:
       return features[f"{key}_segment_ids"] > 0
-    return features[key] != seqio.PAD_ID
+    # Position 0 is never padding (every feature ends with `</s>`); it may
+    # hold BART's `<s>`, whose id is 0.
+    first = tf.range(tf.shape(features[key])[0]) == 0
+    return (features[key] != seqio.PAD_ID) | first
 
   def _convert_example(
       self, features: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:

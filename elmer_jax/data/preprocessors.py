@@ -2,12 +2,14 @@
 
 Pipeline per document: text field → `targets`, clean (invalid UTF-8 replaced,
 empty documents dropped), tokenize, split long documents into chunks (or let
-them be truncated), BART noise → `inputs`, then trim and append `</s>`.
+them be truncated), BART noise → `inputs`, then trim and add the special
+tokens: `<s> inputs </s>` (as BART's `tokenizer.encode`, unless the
+vocabulary says otherwise) and `targets </s>`.
 """
 
 import functools
 import json
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import seqio
 import tensorflow as tf
@@ -84,19 +86,48 @@ def split_to_target_length(dataset: tf.data.Dataset, sequence_length,
   return dataset.flat_map(split)
 
 
+def add_special_tokens_after_trim(bos_id: Optional[int]) -> Callable:
+  """A seqio preprocessor: trims each feature so that its special tokens fit
+  the sequence length, then writes `<s>` (`bos_id`; None: none) before
+  `inputs` and `</s>` after every feature with `add_eos`."""
+
+  def preprocess(dataset: tf.data.Dataset, sequence_length,
+                 output_features) -> tf.data.Dataset:
+
+    def add(features):
+      out = dict(features)
+      for key, feature in output_features.items():
+        if key not in features:
+          continue
+        tokens = features[key]
+        before = ([bos_id] if key == "inputs" and bos_id is not None else [])
+        after = [feature.vocabulary.eos_id] if feature.add_eos else []
+        if sequence_length and sequence_length.get(key):
+          tokens = tokens[:sequence_length[key] - len(before) - len(after)]
+        out[key] = tf.concat([tf.constant(before, tokens.dtype), tokens,
+                              tf.constant(after, tokens.dtype)], 0)
+      return out
+
+    return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE)
+
+  return preprocess
+
+
 def pretraining_preprocessors(tables: VocabTables, noise: NoiseConfig,
                               text_key: str = "text",
-                              split_long_documents: bool = True
+                              split_long_documents: bool = True,
+                              bos_id: Optional[int] = None
                               ) -> Sequence[Callable]:
   """The full list for a denoising task over documents in `text_key`.
 
   `split_long_documents`: chunk documents longer than the target length into
   several examples (no text is thrown away); otherwise keep the first chunk.
+  `bos_id`: written before the encoder input (None: no `<s>`).
   """
   steps = [text_to_targets(text_key), clean_text, seqio.preprocessors.tokenize]
   if split_long_documents:
     steps.append(split_to_target_length)
   steps += [denoising_preprocessor(tables, noise),
-            seqio.preprocessors.append_eos_after_trim]
+            add_special_tokens_after_trim(bos_id)]
   return steps
 

@@ -3,9 +3,10 @@
 A SentencePiece vocabulary becomes a fast tokenizer through transformers'
 `SpmConverter.build_tokenizer_from_spm_proto`, which follows the model's own
 normalizer, dummy prefix and byte fallback; BART's byte-level BPE is the
-`tokenizers` model our vocabulary already runs. Both get a post-processor
-that appends `</s>`, because that is how the fine-tuning tasks encode inputs
-(ids, then `</s>`, no `<s>`): `tokenizer(text)` gives the model's input.
+`tokenizers` model our vocabulary already runs. Both get BART's
+post-processor, `<s> ids </s>` (just `ids </s>` for a vocabulary that builds
+inputs without `<s>`), because that is how the tasks encode inputs:
+`tokenizer(text).input_ids` is the model's encoder input.
 """
 
 import json
@@ -16,6 +17,7 @@ import tokenizers
 from sentencepiece import sentencepiece_model_pb2
 from transformers.convert_slow_tokenizer import SpmConverter
 
+from elmer_jax.data import vocabularies
 from elmer_jax.data.bpe_vocabulary import ByteLevelBPEVocabulary
 from elmer_jax.model.config import ElmerConfig
 
@@ -56,10 +58,11 @@ def write_tokenizer(vocabulary: seqio.Vocabulary, config: ElmerConfig,
         "vocabulary the model was trained with.")
   specials = {name: tokenizer.id_to_token(getattr(config, field))
               for name, field in SPECIAL_IDS.items()}
-  eos = specials["eos_token"]
+  bos, eos = specials["bos_token"], specials["eos_token"]
+  start = f"{bos} " if vocabularies.encoder_bos(vocabulary) else ""
   tokenizer.post_processor = tokenizers.processors.TemplateProcessing(
-      single=f"$A {eos}", pair=f"$A {eos} $B {eos}",
-      special_tokens=[(eos, config.eos_id)])
+      single=f"{start}$A {eos}", pair=f"{start}$A {eos} {eos} $B {eos}",
+      special_tokens=[(bos, config.bos_id), (eos, config.eos_id)])
   tokenizer.add_special_tokens([tokenizers.AddedToken(t, special=True)
                                 for t in specials.values()])
   tokenizer.save(os.path.join(output_dir, "tokenizer.json"))
