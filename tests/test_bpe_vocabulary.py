@@ -85,5 +85,13 @@ def test_pretraining_task_with_bart_ids(bpe_dir, tmp_path):
   assert np.all(batch["decoder_input_tokens"][:, 1:][weights[:, 1:] == 1]
                 == vocab.mask_id)
   assert (batch["encoder_input_tokens"] == vocab.mask_id).any()
+  # Encoder input `<s> ... </s>` then padding: BART's <s> (id 0, seqio's
+  # padding value) stays, padding becomes <pad> (1).
+  encoder = batch["encoder_input_tokens"]
+  assert np.all(encoder[:, 0] == vocab.bos_id)
+  assert not np.any(encoder[:, 1:] == vocab.bos_id)
+  lengths = (encoder != vocab.pad_id).sum(axis=1)
+  assert np.all(encoder[np.arange(8), lengths - 1] == vocab.eos_id)
+  assert (lengths < 256).any()
   text = vocab.decode(batch["decoder_target_tokens"][0].tolist())
   assert text and text in docs.read_text()

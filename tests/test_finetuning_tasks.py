@@ -52,6 +52,8 @@ def _check_tokens(example, vocab, lengths):
     assert 2 <= len(tokens) <= lengths[key], key
     assert tokens[-1] == ids["eos"] and ids["eos"] not in tokens[:-1], key
     assert ids["pad"] not in tokens, key
+  assert example["inputs"][0] == ids["bos"]  # BART's <s> tokens </s>.
+  assert ids["bos"] not in example["inputs"][1:]
 
 
 def _check_batches(task, split="train", batch=4, count=2):
@@ -296,6 +298,8 @@ def test_sample_sentence_denoise_task():
     inputs, targets = ex["inputs"], ex["targets"]
     assert "inputs_pretokenized" not in ex
     assert mask not in targets
+    assert inputs[0] == special_ids(vocab)["bos"]  # BART's <s> tokens </s>.
+    inputs = inputs[1:]
     # Masked one for one: same length, equal wherever not masked.
     assert len(inputs) == len(targets)
     kept = inputs != mask
