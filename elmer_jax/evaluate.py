@@ -35,6 +35,13 @@ def _eval_config(train_config) -> generation_eval.GenerationEvalConfig:
     config = gin_utils.macro("GENERATION_EVAL")
   except ValueError:
     config = generation_eval.GenerationEvalConfig()
+  if train_config is None and not (config.mixture_or_task
+                                   and config.encoder_length):
+    raise ValueError(
+        "The run has no training config (an import_hf run directory): bind "
+        "generation_eval.GenerationEvalConfig.mixture_or_task and "
+        ".encoder_length (e.g. --gin.generation_eval.GenerationEvalConfig."
+        "mixture_or_task=\"'xsum_elmer'\").")
   return dataclasses.replace(
       config,
       mixture_or_task=config.mixture_or_task or train_config.mixture_or_task,

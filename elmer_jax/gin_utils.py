@@ -32,12 +32,16 @@ def _quiet_search_misses() -> Iterator[None]:
 
 
 def parse(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
-          search_paths: Sequence[str] = ()) -> None:
-  """Parses gin files then bindings; files are looked up in `search_paths`,
-  the working directory and `gin_configs/`."""
+          search_paths: Sequence[str] = (),
+          prelude: Sequence[str] = ()) -> None:
+  """Parses `prelude` (gin lines, e.g. another run's model), gin files, then
+  bindings; files are looked up in `search_paths`, the working directory and
+  `gin_configs/`."""
   gin.clear_config()
   for path in (*search_paths, os.getcwd(), GIN_CONFIGS_DIR):
     gin.add_config_file_search_path(path)
+  if prelude:
+    gin.parse_config("\n".join(prelude))
   with _quiet_search_misses():
     gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
                                         finalize_config=False)

@@ -1,7 +1,8 @@
 """Pretrain ELMER: `python -m elmer_jax.train --gin_file=... --model_dir=DIR`.
 
 Gin files come from `gin_configs/` (or --gin_search_paths); `--gin.NAME=VALUE`
-adds a binding. The run directory gets the parsed `config.gin`. Multi-host:
+adds a binding. The run directory gets the parsed `config.gin`, and a copy
+of the vocabulary `--gin.VOCABULARY="'path'"` names (see run_config.py). Multi-host:
 the same command on every host, see `elmer_jax/distributed.py` for how the
 processes find each other (--coordinator_address, --num_processes,
 --process_id, or automatically on Cloud TPU).
@@ -15,7 +16,7 @@ import gin
 import jax
 import tensorflow as tf
 
-from elmer_jax import distributed, gin_utils
+from elmer_jax import distributed, gin_utils, run_config
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [],
@@ -29,16 +30,16 @@ def main(argv):
   if not _MODEL_DIR.value:
     raise app.UsageError("--model_dir is required: the run directory for "
                          "checkpoints, config.gin and metrics.")
-  gin_utils.parse(_GIN_FILES.value, _GIN_BINDINGS.value, _SEARCH.value)
+  run_config.parse_for_training(_GIN_FILES.value, _GIN_BINDINGS.value,
+                                _SEARCH.value)
   model_config = gin_utils.macro("MODEL_CONFIG")
   train_config = gin_utils.macro("TRAIN_CONFIG")
   distributed.initialize()
   chief = jax.process_index() == 0  # Writes the files of the whole run.
   if chief:
     tf.io.gfile.makedirs(_MODEL_DIR.value)
-    with tf.io.gfile.GFile(os.path.join(_MODEL_DIR.value, "config.gin"),
-                           "w") as f:
-      f.write(gin.config_str())
+    run_config.keep_vocabulary_with_run(_MODEL_DIR.value)
+    run_config.write_run_config(_MODEL_DIR.value, gin.config_str())
   import tasks  # pylint: disable=unused-import  (registers the tasks)
   from elmer_jax.training import loop
   loop.train(model_config, train_config, _MODEL_DIR.value)

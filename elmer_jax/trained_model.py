@@ -13,7 +13,9 @@ import flax.linen as nn
 import seqio
 import tensorflow as tf
 
-from elmer_jax import gin_utils
+from elmer_jax import gin_utils, run_config
+from elmer_jax.data import vocabularies
+from elmer_jax.data.vocab_tables import check_config_matches
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.params import abstract_params
 from elmer_jax.training import checkpoints
@@ -31,23 +33,37 @@ class TrainedModel:
 def parse_run_config(model_dir: str, gin_files: Sequence[str] = (),
                      gin_bindings: Sequence[str] = (),
                      search_paths: Sequence[str] = ()) -> None:
-  """Parses `<model_dir>/config.gin`, then `gin_files` and `gin_bindings`."""
-  run_config = os.path.join(model_dir, "config.gin")
-  if not tf.io.gfile.exists(run_config):
-    raise FileNotFoundError(f"{run_config} is missing: --model_dir must be a "
-                            "training run's directory.")
-  gin_utils.parse([run_config, *gin_files], gin_bindings, search_paths)
+  """Parses `<model_dir>/config.gin`, then `gin_files` and `gin_bindings`.
+  The run's own copy of its vocabulary is used wherever the run now lives."""
+  path = os.path.join(model_dir, "config.gin")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{path} is missing: --model_dir must be a "
+                            "training run's directory (or what "
+                            "`python -m elmer_jax.import_hf` writes).")
+  copy = vocabularies.run_copy(model_dir)
+  gin_utils.parse([path, *gin_files],
+                  [*([f"VOCABULARY = {copy!r}"] if copy else []),
+                   *gin_bindings], search_paths)
 
 
 def load(model_dir: str, step: Optional[int] = None) -> TrainedModel:
   """The run's model at `step` (default: best by eval loss, else latest).
-  Call after `parse_run_config`."""
+  Call after `parse_run_config`. The vocabulary is the run's `VOCABULARY`,
+  else its task's; a run without a training config (an import) has
+  `train_config` None."""
   import tasks  # pylint: disable=unused-import  (registers the tasks)
   checkpoint = checkpoints.inference_step(model_dir, step)
   config = gin_utils.macro("MODEL_CONFIG")
-  train_config = gin_utils.macro("TRAIN_CONFIG")
-  vocabulary = seqio.get_mixture_or_task(
-      train_config.mixture_or_task).output_features["targets"].vocabulary
+  path = run_config.optional_macro("VOCABULARY")
+  vocabulary = run_config.activate(path) if path else None
+  train_config = run_config.optional_macro("TRAIN_CONFIG")
+  if vocabulary is None:
+    if train_config is None:
+      raise ValueError(f"{model_dir}/config.gin names no vocabulary: bind "
+                       "VOCABULARY (--gin.VOCABULARY=\"'path'\").")
+    vocabulary = seqio.get_mixture_or_task(
+        train_config.mixture_or_task).output_features["targets"].vocabulary
+  check_config_matches(config, vocabulary)
   params = checkpoints.load_params(checkpoint,
                                    nn.unbox(abstract_params(config)))
   return TrainedModel(config, params, vocabulary, train_config, checkpoint)

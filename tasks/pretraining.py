@@ -53,7 +53,19 @@ def holdout_source(path: str, holdout_buckets: int = 1,
   return seqio.FunctionDataSource(dataset_fn, splits=("train", "validation"))
 
 
+_DEFAULT_VOCABULARY: list[seqio.Vocabulary] = []
+
+
+def set_default_vocabulary(vocabulary: seqio.Vocabulary) -> None:
+  """What tasks registered without a vocabulary use from now on (the run's
+  `VOCABULARY`)."""
+  _DEFAULT_VOCABULARY[:] = [vocabulary]
+
+
 def default_vocabulary() -> seqio.Vocabulary:
+  """The run's vocabulary if one was set, else the bundled sample's."""
+  if _DEFAULT_VOCABULARY:
+    return _DEFAULT_VOCABULARY[0]
   if not os.path.exists(SAMPLE_SPM):
     raise FileNotFoundError(f"SentencePiece model {SAMPLE_SPM} is missing; "
                             "rebuild it with tasks/data/build_wiki_sample.py.")
