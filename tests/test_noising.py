@@ -15,6 +15,7 @@ SENTENCE_END = 7
 TABLES = noising.VocabTables(
     word_starts=np.arange(VOCAB) % 3 == 0,
     sentence_ends=np.arange(VOCAB) == SENTENCE_END,
+    full_stops=np.arange(VOCAB) == SENTENCE_END,
     mask_id=MASK, random_low=5, random_high=VOCAB)
 
 
@@ -144,3 +145,56 @@ def test_same_seed_same_noise_in_a_graph():
 def test_bad_noise_config():
   with pytest.raises(ValueError, match="mask_ratio=1.5 must be in"):
     noising.NoiseConfig(mask_ratio=1.5)
+
+
+def fairseq_word_mask(tokens, is_word_start, starts, lengths):
+  """fairseq's DenoisingDataset.add_whole_word_mask deletion loop, written
+  with NumPy for given span starts (word indices) and lengths: returns which
+  tokens end up `<mask>` and which are deleted."""
+  n = len(tokens)
+  is_word_start = np.append(is_word_start.astype(int), 255)  # Text end.
+  word_start_tokens = np.flatnonzero(is_word_start[:n])
+  indices = word_start_tokens[starts]
+  masked = np.zeros(n, bool)
+  masked[indices] = True
+  to_keep = np.ones(n, bool)
+  lengths = np.array(lengths) - 1
+  while indices.size:
+    lengths = lengths - is_word_start[indices + 1]
+    going = lengths >= 0
+    indices, lengths = indices[going] + 1, lengths[going]
+    to_keep[indices] = False
+  return masked & to_keep, ~to_keep
+
+
+def test_fairseq_mode_places_spans_as_fairseq():
+  rng = np.random.default_rng(3)
+  config = noising.NoiseConfig(mode="fairseq", mask_ratio=0.4)
+  overlapped = 0
+  for i in range(30):
+    doc = _document(rng, sentences=6)
+    is_start = TABLES.word_starts[doc] | (np.arange(len(doc)) == 0)
+    plan = noising.infilling_plan(tf.constant(doc),
+                                  tf.constant(TABLES.word_starts), config,
+                                  _seed(i))
+    starts, spans = plan["starts"].numpy(), plan["spans"].numpy()
+    assert len(set(starts.tolist())) == len(starts)  # Distinct start words.
+    mask, delete = fairseq_word_mask(doc, is_start, starts, spans)
+    np.testing.assert_array_equal(plan["mask"].numpy(), mask)
+    np.testing.assert_array_equal(plan["delete"].numpy(), delete)
+    overlapped += int(plan["covered_words"]) < int(
+        math.ceil(0.4 * int(plan["words"])))
+  assert overlapped > 0  # Overlaps happen, and cover fewer words.
+
+
+def test_fairseq_mode_lone_insertion_is_always_random():
+  config = noising.NoiseConfig(mode="fairseq", random_ratio=0.1)
+  doc = np.arange(9, 40, dtype=np.int32)
+  plan = {"mask": tf.zeros([31], tf.bool), "delete": tf.zeros([31], tf.bool),
+          "lengths": tf.constant([0], tf.int32)}
+  for i in range(10):
+    out = noising.apply_infilling(tf.constant(doc), plan, TABLES, config,
+                                  _seed(i)).numpy()
+    assert len(out) == 32 and MASK not in out
+  with pytest.raises(ValueError, match="mode='bart'"):
+    noising.NoiseConfig(mode="bart")

@@ -87,3 +87,22 @@ def test_noised_text_is_readable_and_shorter(documents):
   assert vocab.tokenizer.id_to_piece(tables.mask_id) == "<mask>"
   assert len(noised) < len(docs[0])
   assert len(text) > 100
+
+
+def test_fairseq_mode_covers_fewer_words_and_ends_sentences_at_full_stops(
+    documents):
+  vocab, tables, docs = documents
+  stops = [vocab.tokenizer.id_to_piece(int(i))
+           for i in np.flatnonzero(tables.full_stops)]
+  assert stops == ["."]
+  assert tables.sentence_ends.sum() > 1  # The exact mode's ends are wider.
+  config = noising.NoiseConfig(mode="fairseq")
+  plan_fn = tf.function(lambda t, s: noising.infilling_plan(
+      t, tf.constant(tables.word_starts), config, s), reduce_retracing=True)
+  covered = words = 0
+  for i, doc in enumerate(docs[:50]):
+    plan = plan_fn(tf.constant(doc), tf.constant([i, 1], tf.int64))
+    covered += int(plan["covered_words"])
+    words += int(plan["words"])
+  # Overlapping spans: clearly below the 30% budget, well above nothing.
+  assert 0.15 < covered / words < 0.29

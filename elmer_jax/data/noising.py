@@ -9,7 +9,13 @@ Text infilling follows BART: `mask_ratio` of the words are covered by spans
 whose lengths are Poisson(`poisson_lambda`); each span of k >= 1 words becomes
 one `<mask>` (10% of them a random token instead), a zero-length span inserts
 a `<mask>`. Spans are placed without overlap, so exactly
-ceil(mask_ratio * words) words are covered.
+ceil(mask_ratio * words) words are covered (`mode='exact'`, the default).
+
+`mode='fairseq'` makes the noise as the released code's fairseq
+`DenoisingDataset` does: spans start at distinct, uniformly drawn words and
+may overlap (a span that runs over another's start deletes that `<mask>`),
+so fewer words end up covered; of the inserted masks ceil(10%) are random
+tokens (a lone insertion always is); sentences end only at the `.` token.
 """
 
 import dataclasses
@@ -18,6 +24,8 @@ from typing import Mapping
 import numpy as np
 import seqio
 import tensorflow as tf
+
+NOISE_MODES = ("exact", "fairseq")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,8 +36,12 @@ class NoiseConfig:
   poisson_lambda: float = 3.5
   random_ratio: float = 0.1
   permute_ratio: float = 1.0
+  mode: str = "exact"  # Or "fairseq", the released code's noise.
 
   def __post_init__(self):
+    if self.mode not in NOISE_MODES:
+      raise ValueError(f"NoiseConfig.mode={self.mode!r}; expected one of "
+                       f"{NOISE_MODES}.")
     for name in ("mask_ratio", "random_ratio", "permute_ratio"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"NoiseConfig.{name}={getattr(self, name)} must be "
@@ -45,6 +57,7 @@ class VocabTables:
 
   word_starts: np.ndarray  # bool[vocab]: the token begins a word.
   sentence_ends: np.ndarray  # bool[vocab]: the token ends a sentence.
+  full_stops: np.ndarray  # bool[vocab]: the token is `.` (fairseq's ends).
   mask_id: int
   random_low: int  # Random replacements are drawn from [low, high).
   random_high: int
@@ -92,8 +105,8 @@ def infilling_plan(tokens: tf.Tensor, word_starts: tf.Tensor,
   """Decides the text-infilling noise for `tokens`; `apply_infilling` applies it.
 
   Returns per-token `mask` (the token becomes a `<mask>`) and `delete`, the
-  span `lengths` in words (zero = insertion), the number of `words` and of
-  `covered_words`. Kept apart from applying it so the statistics of the noise
+  span `lengths` in words (zero = insertion), the placed spans (`starts`,
+  `spans`), the number of `words` and of `covered_words`. Kept apart from applying it so the statistics of the noise
   can be checked on real text.
   """
   n = tf.size(tokens)
@@ -119,30 +132,41 @@ def infilling_plan(tokens: tf.Tensor, word_starts: tf.Tensor,
   before_last = tf.reduce_sum(lengths[:-1])
   lengths = tf.concat([lengths[:-1], [to_cover - before_last]], 0)[:num_spans]
 
-  # Non-overlapping placement: lay out the spans (random order) among the
-  # uncovered words; a span's start is its slot plus the words of the spans
-  # placed before it.
   spans = tf.boolean_mask(lengths, lengths > 0)
   spans = tf.gather(spans, _shuffled_range(tf.size(spans), order_seed))
   num_real = tf.size(spans)
-  items = words - tf.reduce_sum(spans) + num_real
-  slots = tf.sort(_shuffled_range(items, slot_seed)[:num_real])
-  starts = slots + tf.cumsum(spans - 1, exclusive=True)
-  ends = starts + spans
+  if config.mode == "fairseq":
+    # Distinct uniformly drawn start words; spans may overlap and stop at
+    # the end of the text.
+    starts = _shuffled_range(words, slot_seed)[:num_real]
+    ends = tf.minimum(starts + spans, words)
+  else:
+    # Non-overlapping placement: lay out the spans (random order) among the
+    # uncovered words; a span's start is its slot plus the words of the
+    # spans placed before it.
+    items = words - tf.reduce_sum(spans) + num_real
+    slots = tf.sort(_shuffled_range(items, slot_seed)[:num_real])
+    starts = slots + tf.cumsum(spans - 1, exclusive=True)
+    ends = starts + spans
 
   boundary = (tf.math.unsorted_segment_sum(tf.ones_like(starts), starts,
                                            words + 1)
               - tf.math.unsorted_segment_sum(tf.ones_like(ends), ends,
                                              words + 1))
-  covered_word = tf.cumsum(boundary)[:words] > 0
-  span_start_word = tf.math.unsorted_segment_sum(
-      tf.ones_like(starts), starts, words + 1)[:words] > 0
+  spans_over = tf.cumsum(boundary)[:words]  # Spans covering each word.
+  covered_word = spans_over > 0
+  span_start = tf.math.unsorted_segment_sum(
+      tf.ones_like(starts), starts, words + 1)[:words]
+  # A start stays a <mask> unless another span runs over it (fairseq).
+  kept_start_word = (span_start > 0) & (spans_over - span_start == 0)
   covered = tf.gather(covered_word, word)
-  mask = tf.gather(span_start_word, word) & is_start
+  mask = tf.gather(kept_start_word, word) & is_start
   return {
       "mask": mask,
       "delete": covered & ~mask,
       "lengths": lengths,
+      "starts": starts,  # Start word of each span of >= 1 word ...
+      "spans": spans,  # ... and its length in words.
       "words": words,
       "covered_words": tf.reduce_sum(tf.cast(covered_word, tf.int32)),
   }
@@ -169,12 +193,21 @@ def apply_infilling(tokens: tf.Tensor, plan: Mapping[str, tf.Tensor],
                          ~plan["delete"])
   inserts = tf.reduce_sum(tf.cast(plan["lengths"] == 0, tf.int32))
   total = tf.size(kept) + inserts
-  at = tf.math.unsorted_segment_sum(
-      tf.ones([inserts], tf.int32),
-      _shuffled_range(total, place_seed)[:inserts], total) > 0
+  places = _shuffled_range(total, place_seed)[:inserts]
+  at = tf.math.unsorted_segment_sum(tf.ones([inserts], tf.int32), places,
+                                    total) > 0
   source = tf.maximum(tf.cumsum(tf.cast(~at, tf.int32)) - 1, 0)
-  inserted = _mask_or_random([total], tables, config.random_ratio,
-                             insert_seed)
+  if config.mode == "fairseq":
+    # fairseq's add_insertion_noise: the first ceil(ratio * n) are random.
+    num_random = tf.cast(tf.math.ceil(
+        tf.cast(inserts, tf.float64) * config.random_ratio), tf.int32)
+    random_at = tf.math.unsorted_segment_sum(
+        tf.ones([num_random], tf.int32), places[:num_random], total) > 0
+    inserted = tf.where(random_at, _mask_or_random(
+        [total], tables, 1.0, insert_seed), tables.mask_id)
+  else:
+    inserted = _mask_or_random([total], tables, config.random_ratio,
+                               insert_seed)
   return tf.where(at, inserted, tf.gather(tf.concat([kept, [0]], 0), source))
 
 
@@ -182,7 +215,8 @@ def bart_noise(tokens: tf.Tensor, tables: VocabTables, config: NoiseConfig,
                seed: tf.Tensor) -> tf.Tensor:
   """Sentence permutation, then text infilling, of one token sequence."""
   permute_seed, plan_seed, apply_seed = _seeds(seed, 3)
-  sentence_ends = tf.constant(tables.sentence_ends)
+  sentence_ends = tf.constant(tables.full_stops if config.mode == "fairseq"
+                              else tables.sentence_ends)
   word_starts = tf.constant(tables.word_starts)
   if config.permute_ratio > 0:
     tokens = permute_sentences(tokens, sentence_ends, config.permute_ratio,

@@ -53,7 +53,9 @@ def vocab_tables(vocab: seqio.Vocabulary) -> VocabTables:
       [p.rstrip(_CLOSING).endswith(_SENTENCE_END) for p in pieces]) & text
   text_ids = np.flatnonzero(text)
   # Random replacements come from the contiguous block of text pieces.
+  full_stops = np.array([p == "." for p in pieces]) & text
   return VocabTables(word_starts=word_starts, sentence_ends=sentence_ends,
+                     full_stops=full_stops,
                      mask_id=specials["mask"],
                      random_low=int(text_ids.min()),
                      random_high=int(text_ids.max()) + 1)
