@@ -107,3 +107,37 @@ def test_sharded_steps_keep_the_layout_and_match_one_device(config, batches):
   assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5),
                jax.device_get(sharded.params), jax.device_get(reference.params))
+
+
+@pytest.mark.parametrize("name", ["adamw", "adafactor"])
+def test_final_logits_bias_is_frozen(config, batches, name):
+  """A buffer in BART: after steps with weight decay it is bitwise what it
+  was (a non-zero value here, so decay would show), and it has no slots."""
+  opt_config = optim.OptimizerConfig(name=name, learning_rate=1e-2,
+                                     warmup_steps=1, total_steps=100,
+                                     weight_decay=0.1)
+  opt = optim.make_optimizer(opt_config)
+  step = jax.jit(train_step.make_train_step(
+      config, opt, train_step.ObjectiveConfig(), seed=0,
+      learning_rate=optim.learning_rate_schedule(opt_config)))
+  state = train_step.init_train_state(config, opt, jax.random.key(0))
+  bias = 0.5 * jax.random.normal(jax.random.key(1), (config.vocab_size,))
+  params = dict(state.params, final_logits_bias=bias)
+  state = train_step.init_train_state(config, opt, jax.random.key(0)).replace(
+      params=params, opt_state=opt.init(params))
+  before = jax.tree.map(np.asarray, state.params)
+  for batch in batches[:3]:
+    state, _ = step(state, batch)
+  after = jax.tree.map(np.asarray, state.params)
+  assert after["final_logits_bias"].tobytes() == bias.__array__().tobytes()
+  assert not np.array_equal(after["shared"]["embedding"],
+                            before["shared"]["embedding"])
+  slot_shapes = [leaf.shape for leaf in jax.tree.leaves(state.opt_state)]
+  assert (config.vocab_size,) not in slot_shapes
+  assert ((config.vocab_size, config.d_model) in slot_shapes
+          or name == "adafactor")
+  grads = jax.grad(lambda p: train_step.make_loss_sums(
+      config, train_step.ObjectiveConfig())(
+          p, batches[0], np.zeros_like(batches[0]["decoder_target_tokens"]),
+          jax.random.key(2))["loss_sum"])(state.params)
+  assert not np.any(np.asarray(grads["final_logits_bias"]))
