@@ -329,9 +329,11 @@ class _CharVocabulary(seqio.Vocabulary):
     return isinstance(other, _CharVocabulary)
 
 
-def test_generate_text(caplog):
+@pytest.mark.parametrize("encoder_bos", [True, False])
+def test_generate_text(caplog, encoder_bos):
   _, _, params = _plain_model(seed=32)
   vocab = _CharVocabulary()
+  vocab.encoder_bos = encoder_bos  # Default: BART's <s> tokens </s>.
   config = DecodeConfig(max_length=8, collapse_repeats=True)
   texts = ["hello world", "x" * 30, "abc", "y" * 25]
   with caplog.at_level(logging.WARNING):
@@ -341,7 +343,8 @@ def test_generate_text(caplog):
   assert len(warnings) == 1
   enc = np.full((4, 16), PAD, np.int32)
   for row, text in zip(enc, texts):
-    ids = vocab.encode(text)[:15] + [EOS]
+    start = [TINY.bos_id] if encoder_bos else []
+    ids = start + vocab.encode(text)[:16 - len(start) - 1] + [EOS]
     row[:len(ids)] = ids
   direct = decoding.decode(TINY, params, enc, config)
   for i, result in enumerate(results):

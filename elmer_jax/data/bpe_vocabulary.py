@@ -59,6 +59,14 @@ class ByteLevelBPEVocabulary(seqio.Vocabulary):
       self._tokenizer = tokenizer
     return self._tokenizer
 
+  @property
+  def vocab_file(self) -> str:
+    return self._vocab_file
+
+  @property
+  def merges_file(self) -> str:
+    return self._merges_file
+
   def tokens(self) -> Sequence[str]:
     """Each id's byte-level token; a word start begins with 'Ġ' (a space)."""
     return self._tokens

@@ -3,7 +3,8 @@
 The directory holds `model.safetensors` (BART key names, PyTorch layouts,
 `lm_head` tied to `model.shared.weight`), `config.json` (BART + ELMER fields
 and an `auto_map`), the PyTorch ELMER module for `trust_remote_code`, and the
-tokenizer files when a vocabulary is given. It is written to a sibling
+tokenizer files and the vocabulary's own files (so `import_hf` of the export
+finds them) when a vocabulary is given. It is written to a sibling
 `*.partial` directory and renamed when complete, so a crash never leaves a
 directory that looks finished.
 """
@@ -14,12 +15,29 @@ import shutil
 from typing import Any, Mapping, Optional
 
 import seqio
+import tensorflow as tf
 
+from elmer_jax.data.bpe_vocabulary import ByteLevelBPEVocabulary
 from elmer_jax.export import hf_config, hf_tokenizer, hf_weights, param_map
 from elmer_jax.model.config import ElmerConfig
 
 # The PyTorch module shipped into every export (next to this file).
 MODULE_FILES = ("configuration_elmer.py", "modeling_elmer.py")
+
+
+def _copy_vocabulary_files(vocabulary: seqio.Vocabulary, output_dir: str
+                           ) -> None:
+  """The vocabulary's own files (BART's vocab.json + merges.txt, or the
+  SentencePiece model), so `import_hf` of the export finds them."""
+  if isinstance(vocabulary, ByteLevelBPEVocabulary):
+    sources = [vocabulary.vocab_file, vocabulary.merges_file]
+  elif isinstance(vocabulary, seqio.SentencePieceVocabulary):
+    sources = [vocabulary.sentencepiece_model_file]
+  else:
+    return
+  for source in sources:
+    tf.io.gfile.copy(source, os.path.join(output_dir,
+                                          os.path.basename(source)))
 
 
 def write_hf_directory(config: ElmerConfig, params: Any, output_dir: str, *,
@@ -50,5 +68,6 @@ def write_hf_directory(config: ElmerConfig, params: Any, output_dir: str, *,
     shutil.copyfile(os.path.join(here, name), os.path.join(partial, name))
   if vocabulary is not None:
     hf_tokenizer.write_tokenizer(vocabulary, config, partial)
+    _copy_vocabulary_files(vocabulary, partial)
   shutil.rmtree(output_dir, ignore_errors=True)
   os.rename(partial, output_dir)
