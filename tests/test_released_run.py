@@ -154,6 +154,13 @@ def test_import_finetune_generate_export_load(released, tmp_path):
   assert "config.ElmerConfig.soft_exit = True" in gin_text
   assert vocabulary_binding(tuned) == str(tuned / "vocabulary")
   ours = generate(tuned, tmp_path)
+  result = run("elmer_jax.evaluate", f"--model_dir={tuned}",
+               "--gin_file=runs/eval.gin",
+               "--gin.generation_eval.GenerationEvalConfig.max_examples=4",
+               "--gin.generation_eval.GenerationEvalConfig.batch_size=4",
+               f"--gin.decoding.DecodeConfig.max_length={SLOTS}")
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report["metrics"]["examples"] == 4 and "rougeL" in report["metrics"]
 
   run("elmer_jax.export", f"--model_dir={tuned}", f"--output_dir={exported}",
       f"--max_length={SLOTS}")
@@ -230,3 +237,28 @@ def test_special_ids_without_tokenizer_files(released, tmp_path):
                                 "unk_token_id": 3})
   assert imported == config
   assert importing.find_vocabulary(str(target)) is None
+
+
+@pytest.mark.parametrize("field", ["normalize_before", "scale_embedding"])
+def test_a_config_that_is_not_bart_shaped_is_named(released, field, tmp_path):
+  path, _, _ = released
+  target = tmp_path / "prenorm"
+  shutil.copytree(path, target)
+  fields = json.loads((target / "config.json").read_text())
+  fields[field] = True
+  (target / "config.json").write_text(json.dumps(fields))
+  with pytest.raises(ValueError, match=f"{field}=True; ELMER \\(BART\\) "
+                                       "needs False"):
+    importing.read_hf_directory(str(target))
+
+
+def test_tokenizer_size_must_match_config(released, tmp_path):
+  path, _, config = released
+  target = tmp_path / "bigger"
+  shutil.copytree(path, target)
+  vocab = json.loads((target / "vocab.json").read_text())
+  vocab["extra"] = len(vocab)
+  (target / "vocab.json").write_text(json.dumps(vocab))
+  with pytest.raises(ValueError, match=f"{config.vocab_size + 1} tokens.*"
+                                       f"vocab_size={config.vocab_size}"):
+    importing.read_hf_directory(str(target))
