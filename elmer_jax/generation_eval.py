@@ -1,7 +1,7 @@
 """Generation quality on a task split: decode every example, score the texts.
 
 Inputs come from the task as the model saw them in fine-tuning (tokenized,
-trimmed, `</s>` appended); references are the raw target strings the task
+trimmed, `<s> … </s>` as BART); references are the raw target strings the task
 keeps (`targets_pretokenized`), else the decoded target ids. Scores: ROUGE,
 BLEU, distinct-n (`elmer_jax.metrics`), the average exit layer and the share
 of decoder-layer passes early exit saved.
