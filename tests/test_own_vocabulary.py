@@ -43,6 +43,7 @@ def restore_tasks():
 @pytest.mark.integration
 def test_own_sentencepiece_travels_from_pretraining_to_export(tmp_path):
   prefix = tmp_path / "own" / "spm"
+  prefix.parent.mkdir()  # train_vocab makes it itself once issue 14 lands.
   run("elmer_jax.data.train_vocab", f"--input={pretraining.SAMPLE_JSONL}",
       "--input_format=jsonl", f"--model_prefix={prefix}", "--vocab_size=600")
   own = f"{prefix}.model"
