@@ -115,7 +115,8 @@ def source_report(task: seqio.Task, split: str,
 def likely_cause(report: SourceReport) -> str:
   """Why every record may have been dropped, judged from the first ones."""
   if report.read == 0:
-    return f"the {report.unit} source is empty ({report.where})."
+    return (f"the files hold no lines ({report.where})." if report.unit ==
+            "lines" else f"the source yields no records ({report.where}).")
   lines = [s.decode("utf-8", "replace").strip() for s in report.samples]
   if not any(lines):
     return f"every {report.unit[:-1]} read is blank."
