@@ -100,7 +100,7 @@ def _train(tmp_path, *flags, timeout=240):
 @pytest.mark.integration
 @pytest.mark.parametrize("name,content,flag,expected", [
     ("docs.jsonl", json.dumps({"body": "a document"}) + "\n", None,
-     r"JSON objects with the fields \['body'\]"),
+     "JSON objects with the fields ['body']"),
     ("empty.txt", "", None, "the files hold no lines"),
     ("corpus.txt", "some text\n", "--gin.TRAIN_FILS=['corpus.txt']",
      "did you mean TRAIN_FILES"),

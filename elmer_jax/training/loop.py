@@ -239,6 +239,7 @@ def _train(model_config: ElmerConfig, config: TrainConfig, model_dir: str,
   shards = pipeline.process_shards(config.data_shards)
   input_checks.check_tasks(config.mixture_or_task, lengths, "train", shards,
                            log=console.info)
+  console.info("starting the input pipeline and the model state...")
   iterator = pipeline.ResumableIterator(pipeline.process_datasets(
       config.mixture_or_task, lengths, "train", config.batch_size,
       pipeline.converter_for(config.mixture_or_task, config.pack),
