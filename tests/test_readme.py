@@ -61,3 +61,28 @@ def test_readme_training_command_runs_from_another_directory(tmp_path):
   with open(tmp_path / "run" / "metrics.jsonl") as f:
     assert [json.loads(line)["step"] for line in f] == [2, 4]
   assert "wiki_sample.jsonl" in result.stdout
+
+
+def test_readme_own_corpus_command_trains_on_a_txt_file(tmp_path):
+  """The "Your own corpus" command on a fresh .txt corpus, with the run
+  shortened (steps, warm-up) and shrunk (batch, lengths) to fit a CPU."""
+  block = re.search(r"Your own corpus:.*?```\n(.*?)```", _readme(),
+                    re.S).group(1)
+  argv = shlex.split(block.replace("\\\n", " "))
+  argv = [sys.executable, *argv[1:]]
+  argv = [a.replace("/tmp/own", str(tmp_path / "own")) for a in argv]
+  argv = [re.sub(r"steps=\d+", "steps=4", a) for a in argv]
+  argv += ["--gin.optimizer.OptimizerConfig.warmup_steps=1",
+           "--gin.loop.TrainConfig.log_every=2",
+           "--gin.loop.TrainConfig.batch_size=8",
+           "--gin.loop.TrainConfig.encoder_length=32",
+           "--gin.loop.TrainConfig.decoder_length=32"]
+  sentences = [f"Document number {i} talks about the city and its port."
+               for i in range(40)]
+  (tmp_path / "corpus.txt").write_text("\n".join(sentences) + "\n")
+  result = subprocess.run(argv, cwd=tmp_path, env=_elsewhere(tmp_path),
+                          capture_output=True, text=True, timeout=420)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "40 lines read from" in result.stdout
+  with open(tmp_path / "own" / "metrics.jsonl") as f:
+    assert [json.loads(line)["step"] for line in f] == [2, 4]
