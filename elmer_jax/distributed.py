@@ -23,12 +23,13 @@ run resumes from its last complete checkpoint.
 import glob
 import importlib.util
 import os
-import sys
 from typing import Optional
 
 from absl import flags
 import jax
 import numpy as np
+
+from elmer_jax import console
 
 _ADDRESS = flags.DEFINE_string(
     "coordinator_address", None,
@@ -110,10 +111,10 @@ def initialize(coordinator_address: Optional[str] = None,
                      "(--coordinator_address or $JAX_COORDINATOR_ADDRESS).")
   elif _cluster_detected():
     jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
-  print(f"process {jax.process_index()}/{jax.process_count()}: "
-        f"{jax.local_device_count()} local devices "
-        f"{[str(d) for d in jax.local_devices()]}, "
-        f"{jax.device_count()} in all", file=sys.stderr, flush=True)
+  console.info(f"process {jax.process_index()}/{jax.process_count()}: "
+               f"{jax.local_device_count()} local devices "
+               f"{[str(d) for d in jax.local_devices()]}, "
+               f"{jax.device_count()} in all")
 
 
 def min_over_processes(value: int) -> int:

@@ -14,15 +14,19 @@ import sys
 from absl import app, flags
 import gin
 import jax
-import tensorflow as tf
 
-from elmer_jax import distributed, gin_utils, run_config
+from elmer_jax import console, distributed, gin_utils
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [],
                                           "Gin bindings (also --gin.X=Y).")
 _SEARCH = flags.DEFINE_list("gin_search_paths", [], "Where gin files live.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Also print the INFO logs of "
+                             "TensorFlow, XLA, orbax, gin and jax.")
+# Macros read by code (here and in run_config.py), not by gin bindings.
+_READ_MACROS = ("MODEL_CONFIG", "TRAIN_CONFIG", "VOCABULARY", "ENCODER_BOS",
+                "INIT_CHECKPOINT")
 
 
 def main(argv):
@@ -30,8 +34,12 @@ def main(argv):
   if not _MODEL_DIR.value:
     raise app.UsageError("--model_dir is required: the run directory for "
                          "checkpoints, config.gin and metrics.")
+  console.setup(_VERBOSE.value)  # Before TensorFlow is first imported.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from elmer_jax import run_config  # pylint: disable=g-import-not-at-top
   run_config.parse_for_training(_GIN_FILES.value, _GIN_BINDINGS.value,
                                 _SEARCH.value)
+  gin_utils.check_bound_macros(_GIN_BINDINGS.value, _READ_MACROS)
   model_config = gin_utils.macro("MODEL_CONFIG")
   train_config = gin_utils.macro("TRAIN_CONFIG")
   distributed.initialize()
@@ -45,9 +53,10 @@ def main(argv):
   loop.train(model_config, train_config, _MODEL_DIR.value)
   distributed.shutdown()
   if chief:
-    print(f"Checkpoints: {os.path.join(_MODEL_DIR.value, 'checkpoints')}\n"
-          f"TensorBoard: {os.path.join(_MODEL_DIR.value, 'tensorboard')}\n"
-          f"Metrics:     {os.path.join(_MODEL_DIR.value, 'metrics.jsonl')}")
+    console.info(
+        f"Checkpoints: {os.path.join(_MODEL_DIR.value, 'checkpoints')}\n"
+        f"TensorBoard: {os.path.join(_MODEL_DIR.value, 'tensorboard')}\n"
+        f"Metrics:     {os.path.join(_MODEL_DIR.value, 'metrics.jsonl')}")
 
 
 if __name__ == "__main__":

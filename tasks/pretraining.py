@@ -9,6 +9,7 @@ bundled with the sample, so everything runs offline. For BART's vocabulary
 """
 
 import os
+import re
 from typing import Optional, Sequence
 
 import seqio
@@ -19,6 +20,7 @@ from elmer_jax.data import preprocessors, vocabularies
 from elmer_jax.data.noising import NoiseConfig
 from elmer_jax.data.vocab_tables import special_ids, vocab_tables
 
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                           "wiki_sample")
 SAMPLE_JSONL = os.path.join(SAMPLE_DIR, "wiki_sample.jsonl")
@@ -96,9 +98,30 @@ def _register(name: str, source: seqio.DataSource,
       output_features=output_features(vocabulary), metric_fns=[])
 
 
+def file_format_of(patterns: Sequence[str]) -> str:
+  """'jsonl' for files named *.jsonl / *.json (also .gz), else 'text'; the
+  patterns of one task must agree."""
+  formats = {"jsonl" if re.search(r"\.jsonl?(\.gz)?$", p) else "text"
+             for p in patterns}
+  if len(formats) > 1:
+    raise ValueError(f"Files {list(patterns)} mix JSONL and text extensions; "
+                     "set file_format ('text' or 'jsonl').")
+  return formats.pop() if formats else "text"
+
+
+def data_path(pattern: str) -> str:
+  """A relative `pattern` that matches nothing in the working directory is
+  read from the package root, where the bundled data lives (tasks/data/...),
+  so the bundled configs work from any directory."""
+  if os.path.isabs(pattern) or "://" in pattern or tf.io.gfile.glob(pattern):
+    return pattern
+  bundled = os.path.join(PACKAGE_ROOT, pattern)
+  return bundled if tf.io.gfile.glob(bundled) else pattern
+
+
 def register_text_files_task(name: str, train_files: Sequence[str],
                              validation_files: Sequence[str] = (),
-                             file_format: str = "text",
+                             file_format: Optional[str] = None,
                              text_field: str = "text",
                              vocabulary: Optional[seqio.Vocabulary] = None,
                              noise: NoiseConfig = NoiseConfig(),
@@ -106,15 +129,18 @@ def register_text_files_task(name: str, train_files: Sequence[str],
   """A pretraining task over your own files (local paths or gs://, globs ok).
 
   `file_format`: "text" (one document per line) or "jsonl" (one JSON object
-  per line, document in `text_field`). Returns the task name, so a gin file
-  can bind it where a task name is expected.
+  per line, document in `text_field`); None takes it from the extension
+  (`file_format_of`). Returns the task name, so a gin file can bind it where
+  a task name is expected.
   """
+  splits = {"train": [data_path(p) for p in train_files]}
+  if validation_files:
+    splits["validation"] = [data_path(p) for p in validation_files]
+  file_format = file_format or file_format_of(
+      [p for patterns in splits.values() for p in patterns])
   if file_format not in ("text", "jsonl"):
     raise ValueError(f"file_format={file_format!r}; expected 'text' or "
-                     "'jsonl'.")
-  splits = {"train": list(train_files)}
-  if validation_files:
-    splits["validation"] = list(validation_files)
+                     "'jsonl' (or None: from the file extension).")
   for split, patterns in splits.items():
     for pattern in patterns:
       if not tf.io.gfile.glob(pattern):

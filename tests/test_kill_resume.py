@@ -84,6 +84,9 @@ def test_sigkill_then_restart_matches_the_straight_run(straight, tmp_path):
   assert 25 <= _logged_steps(killed) < STEPS
   subprocess.run(_command(killed), check=True, env=ENV, capture_output=True)
   _assert_matches(straight, killed)
+  # Steps 21..25+ were logged before the kill and again after resuming from
+  # step 20: each appears once.
+  assert _logged_steps(killed) == STEPS
 
 
 def test_sigkill_during_an_async_save_resumes_from_the_previous_step(
@@ -131,3 +134,32 @@ def test_sigterm_saves_stops_cleanly_and_the_restart_matches(straight,
   assert max(int(n) for n in os.listdir(stopped / "checkpoints")) == saved
   subprocess.run(_command(stopped), check=True, env=ENV, capture_output=True)
   _assert_matches(straight, stopped)
+
+
+def test_ctrl_c_saves_like_sigterm_and_each_step_is_logged_once(straight,
+                                                                tmp_path):
+  """SIGINT (Ctrl-C) saves the step it is at and exits 0; after the rerun
+  resumes, metrics.jsonl holds every step once and matches the straight run."""
+  stopped = tmp_path / "stopped"
+  process = subprocess.Popen(_command(stopped, checkpoint_every=7), env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+  deadline = time.time() + 300
+  while _logged_steps(stopped) < 15 and time.time() < deadline:
+    time.sleep(0.2)
+  process.send_signal(signal.SIGINT)
+  stdout, stderr = process.communicate(timeout=120)
+  assert process.returncode == 0, stderr[-2000:]
+  assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+  saved = int(stdout.split("SIGINT: saved step ")[1].split()[0])
+  assert 15 <= saved < STEPS
+  assert max(int(n) for n in os.listdir(stopped / "checkpoints")) == saved
+  restart = subprocess.run(_command(stopped, checkpoint_every=7), check=True,
+                           env=ENV, capture_output=True, text=True,
+                           timeout=600)
+  assert f"Resumed from step {saved} " in restart.stdout
+  with open(stopped / "metrics.jsonl") as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == list(range(1, STEPS + 1))
+  _assert_matches(straight, stopped)
+

@@ -39,7 +39,29 @@ def test_bad_optimizer_configs(changes, pattern):
 
 def test_adafactor_builds_and_updates():
   import jax.numpy as jnp
-  opt = optim.make_optimizer(optim.OptimizerConfig(name="adafactor"))
+  opt = optim.make_optimizer(optim.OptimizerConfig(name="adafactor",
+                                                   total_steps=10_000))
   params = {"w": jnp.ones((4, 3))}
   updates, _ = opt.update({"w": jnp.ones((4, 3))}, opt.init(params), params)
   assert updates["w"].shape == (4, 3)
+
+
+def test_the_schedule_follows_train_steps_unless_set_on_the_optimizer():
+  from elmer_jax.training.loop import TrainConfig
+  config = TrainConfig(steps=200, optimizer=optim.OptimizerConfig(
+      learning_rate=1e-3, warmup_steps=10, end_learning_rate_fraction=0.1))
+  assert config.optimizer.total_steps == 200
+  lr = optim.learning_rate_schedule(config.optimizer)
+  np.testing.assert_allclose(lr(200), 1e-4, rtol=1e-5)  # The floor, at the end.
+  assert float(lr(150)) > 1e-4 * 1.5
+  explicit = TrainConfig(steps=200, optimizer=optim.OptimizerConfig(
+      warmup_steps=10, total_steps=1000))
+  assert explicit.optimizer.total_steps == 1000
+
+
+def test_cosine_schedule_unset_length_and_too_few_steps_are_named():
+  with pytest.raises(ValueError, match="total_steps is unset"):
+    optim.learning_rate_schedule(optim.OptimizerConfig())
+  from elmer_jax.training.loop import TrainConfig
+  with pytest.raises(ValueError, match=r"steps=10 must exceed .*warmup_steps=30"):
+    TrainConfig(steps=10, optimizer=optim.OptimizerConfig(warmup_steps=30))

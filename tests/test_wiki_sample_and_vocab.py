@@ -113,3 +113,33 @@ def test_train_vocab_from_a_task(tmp_path):
        f"--model_prefix={tmp_path / 'task'}", "--vocab_size=400"],
       capture_output=True, text=True, check=True)
   assert "task.model" in result.stdout
+
+
+@pytest.mark.integration
+def test_train_vocab_creates_its_output_folder(tmp_path):
+  corpus = tmp_path / "docs.txt"
+  corpus.write_text("".join(s + "\n" for s in _sentences(300)))
+  prefix = tmp_path / "not" / "yet" / "there" / "spm"
+  result = subprocess.run(
+      [sys.executable, "-m", "elmer_jax.data.train_vocab",
+       f"--input={corpus}", f"--model_prefix={prefix}", "--vocab_size=400"],
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert sentencepiece_training.special_ids(f"{prefix}.model")
+
+
+def test_undecodable_line_names_the_file_and_byte_offset(tmp_path):
+  corpus = tmp_path / "latin1.txt"
+  first = "A fine first line.\n".encode()
+  corpus.write_bytes(first + "Caf\xe9 au lait.\n".encode("latin-1"))
+  with pytest.raises(ValueError, match=rf"latin1.txt: the line at byte offset "
+                     rf"{len(first)} is not UTF-8 \(byte {len(first) + 3}"):
+    list(sentencepiece_training.read_documents([str(corpus)]))
+
+
+def test_jsonl_line_without_the_field_is_named(tmp_path):
+  corpus = tmp_path / "docs.jsonl"
+  corpus.write_text('{"text": "ok"}\n{"body": "no text field"}\n')
+  with pytest.raises(ValueError, match=r"docs.jsonl: the line at byte offset "
+                     r"15 is not a JSON object with a 'text' field"):
+    list(sentencepiece_training.read_documents([str(corpus)], "jsonl"))

@@ -6,6 +6,7 @@ Ids, recorded in the model: <pad>=0 (seqio's pad), </s>=1, <unk>=2, <s>=3,
 """
 
 import json
+import os
 import re
 from typing import Iterable, Iterator, Sequence
 
@@ -29,13 +30,37 @@ def sentences(documents: Iterable[str]) -> Iterator[str]:
 
 def read_documents(paths: Sequence[str], input_format: str = "text",
                    text_field: str = "text") -> Iterator[str]:
-  """Documents from text files (one per line) or JSONL files."""
+  """Documents from text files (one per line) or JSONL files; a line that is
+  not UTF-8 (or not JSON with `text_field`) is an error naming the file and
+  the line's byte offset."""
   for path in paths:
     if not tf.io.gfile.exists(path):
       raise FileNotFoundError(f"Input file {path} does not exist.")
-    with tf.io.gfile.GFile(path) as f:
-      for line in f:
-        yield json.loads(line)[text_field] if input_format == "jsonl" else line
+    with tf.io.gfile.GFile(path, "rb") as f:
+      offset = 0
+      for raw in f:
+        yield _document(raw, path, offset, input_format, text_field)
+        offset += len(raw)
+
+
+def _document(raw: bytes, path: str, offset: int, input_format: str,
+              text_field: str) -> str:
+  try:
+    line = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(
+        f"{path}: the line at byte offset {offset} is not UTF-8 (byte "
+        f"{offset + e.start}: {raw[e.start:e.start + 4]!r}); re-encode the "
+        "file as UTF-8.") from None
+  if input_format != "jsonl":
+    return line
+  try:
+    return json.loads(line)[text_field]
+  except (json.JSONDecodeError, KeyError, TypeError):
+    raise ValueError(
+        f"{path}: the line at byte offset {offset} is not a JSON object with "
+        f"a {text_field!r} field: {line[:80]!r} (--text_field names the field; "
+        "--input_format=text reads plain text).") from None
 
 
 def task_documents(task_name: str, split: str = "train",
@@ -56,7 +81,11 @@ def task_documents(task_name: str, split: str = "train",
 
 def train_sentencepiece(documents: Iterable[str], model_prefix: str,
                         vocab_size: int) -> str:
-  """Trains a unigram model on `documents`; returns the `.model` path."""
+  """Trains a unigram model on `documents`; returns the `.model` path
+  (creating its folder)."""
+  folder = os.path.dirname(model_prefix)
+  if folder:
+    tf.io.gfile.makedirs(folder)
   spm.SentencePieceTrainer.train(
       sentence_iterator=sentences(documents), model_prefix=model_prefix,
       vocab_size=vocab_size, model_type="unigram",

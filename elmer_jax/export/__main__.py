@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from elmer_jax import gin_utils, trained_model
+from elmer_jax import console, gin_utils, trained_model
 from elmer_jax.export import exporting, hf_weights
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run.")
@@ -36,6 +36,7 @@ _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [],
 
 def main(argv):
   del argv
+  console.setup()  # Third-party INFO logs (orbax's) off.
   for flag in (_MODEL_DIR, _OUTPUT):
     if not flag.value:
       raise app.UsageError(f"--{flag.name} is required.")

@@ -20,7 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
-from elmer_jax import distributed
+from elmer_jax import console, distributed
 
 EVAL_LOSS = "eval/loss"
 
@@ -161,9 +161,9 @@ class Checkpointer:
     source = os.path.join(self.directory, str(step))
     target = os.path.join(self.broken_directory, f"{step}-{int(time.time())}")
     if jax.process_index() == 0:
-      print(f"Skipping checkpoint step {step}: it does not read back "
-            f"({error[:500]}). Moved it to {target}; resuming from the step "
-            "before.", flush=True)
+      console.info(f"Skipping checkpoint step {step}: it does not read back "
+                   f"({error[:500]}). Moved it to {target}; resuming from the "
+                   "step before.")
       tf.io.gfile.makedirs(self.broken_directory)
       tf.io.gfile.rename(source, target)
     distributed.barrier(f"set_aside_{step}")

@@ -15,6 +15,7 @@ checkpoint is written, so a diverged state never becomes the latest.
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import time
 from typing import Callable, Optional
@@ -24,8 +25,8 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from elmer_jax import flops, objectives, partitioning
-from elmer_jax.data import pipeline
+from elmer_jax import console, flops, objectives, partitioning
+from elmer_jax.data import input_checks, pipeline
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.training import evaluation
 from elmer_jax.training import optimizer as optim
@@ -67,6 +68,16 @@ class TrainConfig:
   eval: evaluation.EvalConfig = evaluation.EvalConfig()
 
   def __post_init__(self):
+    if self.optimizer.total_steps is None:  # The schedule follows `steps`.
+      warmup = self.optimizer.warmup_steps
+      if self.steps <= warmup and self.optimizer.schedule == "cosine":
+        raise ValueError(
+            f"TrainConfig.steps={self.steps} must exceed OptimizerConfig."
+            f"warmup_steps={warmup}: the cosine schedule ends at the last "
+            "step (or set OptimizerConfig.total_steps).")
+      if self.steps > warmup:
+        object.__setattr__(self, "optimizer", dataclasses.replace(
+            self.optimizer, total_steps=self.steps))
     if self.keep_best_checkpoints and not self.eval.every:
       raise ValueError(
           "TrainConfig.keep_best_checkpoints needs an eval loss: set "
@@ -83,28 +94,52 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _Preemption:
-  """Turns SIGTERM into a request to save and stop at the next step.
+  """Turns SIGTERM, and a first Ctrl-C (SIGINT), into a request to save and
+  stop at the next step; a second Ctrl-C aborts at once without saving.
 
   With several processes the notice may reach one host first: JAX's
   preemption service (its own SIGTERM handler) passes it to all of them and
-  picks the step every process stops at.
+  picks the step every process stops at; Ctrl-C there is passed to it as a
+  SIGTERM of this process.
   """
 
   def __init__(self):
-    self._requested = False
+    self.reason: Optional[str] = None
     self._multihost = jax.process_count() > 1
+    self._previous = {signal.SIGINT: signal.getsignal(signal.SIGINT)}
+    signal.signal(signal.SIGINT, self._interrupt)
     if not self._multihost:
-      signal.signal(signal.SIGTERM, self._handle)
+      self._previous[signal.SIGTERM] = signal.getsignal(signal.SIGTERM)
+      signal.signal(signal.SIGTERM, self._terminate)
 
-  def _handle(self, signum, frame):
+  def _terminate(self, signum, frame):
     del signum, frame
-    self._requested = True
+    self.reason = self.reason or "SIGTERM"
+
+  def _interrupt(self, signum, frame):
+    del signum, frame
+    # The OS default from now on: a second Ctrl-C ends the process even
+    # while Python waits in a long native call.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    console.info("Ctrl-C: saving after this step, then stopping (Ctrl-C "
+                 "again aborts without saving).")
+    self.reason = self.reason or "SIGINT"
+    if self._multihost:
+      os.kill(os.getpid(), signal.SIGTERM)
 
   def stop_after(self, step: int) -> bool:
     """Whether to save and stop after `step`; call once per step."""
     if self._multihost:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._requested
+      stop = multihost_utils.reached_preemption_sync_point(step)
+      if stop:
+        self.reason = self.reason or "SIGTERM"
+      return stop
+    return self.reason is not None
+
+  def close(self) -> None:
+    """Puts back the handlers found at start."""
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
 
 class _Window:
@@ -183,6 +218,15 @@ def train(model_config: ElmerConfig, config: TrainConfig,
           model_dir: str) -> Optional[dict]:
   """Runs (or resumes) training to `config.steps`; returns the last logged
   metrics."""
+  preemption = _Preemption()
+  try:
+    return _train(model_config, config, model_dir, preemption)
+  finally:
+    preemption.close()
+
+
+def _train(model_config: ElmerConfig, config: TrainConfig, model_dir: str,
+           preemption: _Preemption) -> Optional[dict]:
   program = build(model_config, config)
   lengths = {"inputs": config.encoder_length, "targets": config.decoder_length}
   checkpoints = Checkpointer(model_dir, config.checkpoint_every,
@@ -192,6 +236,10 @@ def train(model_config: ElmerConfig, config: TrainConfig,
     check_params_checkpoint(config.init_checkpoint, program.abstract.params,
                             config.fresh_params)
 
+  shards = pipeline.process_shards(config.data_shards)
+  input_checks.check_tasks(config.mixture_or_task, lengths, "train", shards,
+                           log=console.info)
+  console.info("starting the input pipeline and the model state...")
   iterator = pipeline.ResumableIterator(pipeline.process_datasets(
       config.mixture_or_task, lengths, "train", config.batch_size,
       pipeline.converter_for(config.mixture_or_task, config.pack),
@@ -200,27 +248,31 @@ def train(model_config: ElmerConfig, config: TrainConfig,
       config.eval, config.mixture_or_task, lengths, config.batch_size,
       config.pack, config.seed, config.data_shards)
                   if config.eval.every else None)
-  writer = MetricsWriter(model_dir, enabled=jax.process_index() == 0)
-  preemption = _Preemption()
   flops_per_step = config.batch_size * flops.train_flops(
       model_config, config.encoder_length, config.decoder_length)
   data_sharding = program.data_sharding
 
   with program.context():
     start, state = _initial_state(config, checkpoints, iterator, program)
+    # Rows logged after the restored step are logged again by this run.
+    writer = MetricsWriter(model_dir, enabled=jax.process_index() == 0,
+                           keep_until=start)
     eval_step = (jax.jit(evaluation.make_eval_step(
         model_config, config.objective, config.seed),
                          in_shardings=(program.shardings.params, data_sharding,
                                        None))
                  if eval_batches else None)
 
-    logged, window = None, _Window()
+    logged, window, step_fn = None, _Window(), None
     for index in range(start, config.steps):
       batch = pipeline.global_batch(next(iterator), data_sharding)
-      state, metrics = program.step(state, batch)
+      if step_fn is None:
+        step_fn = _compile(program.step, state, batch)
+        window = _Window()  # Speed and ETA leave compilation out.
+      state, metrics = step_fn(state, batch)
       done = index + 1
       window.add(done, metrics)
-      # Asked once: a SIGTERM arriving later in this step is handled at the
+      # Asked once: a signal arriving later in this step is handled at the
       # next one, never announced as saved without a save.
       stop = preemption.stop_after(done)
       last = done == config.steps or stop
@@ -233,27 +285,54 @@ def train(model_config: ElmerConfig, config: TrainConfig,
           seconds = (time.time() - window.start) / steps_read
           logged = _summary(sums, steps_read, seconds, config, flops_per_step)
           writer.write(done, logged)
-          print(f"step {done}/{config.steps} loss {logged['loss']:.4f} "
-                f"tokens/s {logged['tokens_per_s']:.0f} "
-                f"eta {seconds * (config.steps - done):.0f}s", flush=True)
+          console.info(_step_line(done, config.steps, logged, seconds))
           window = _Window()
       eval_metrics = None
       if eval_step and done % config.eval.every == 0:
         eval_metrics = evaluation.evaluate(eval_step, state.params,
                                            eval_batches, data_sharding)
         writer.write(done, eval_metrics)
-        print(f"step {done} eval loss {eval_metrics[EVAL_LOSS]:.4f}",
-              flush=True)
+        console.info(f"step {done} eval loss {eval_metrics[EVAL_LOSS]:.4f} "
+                     f"accuracy {eval_metrics.get('eval/accuracy', 0):.3f}")
       if due_save:
         checkpoints.save(done, state, iterator, force=last,
                          metrics=eval_metrics)
       if stop:
-        print(f"SIGTERM: saved step {done} and stopped.", flush=True)
+        console.info(f"{preemption.reason}: saved step {done} and stopped.")
         break
     checkpoints.wait()
   checkpoints.close()
   writer.close()
   return logged
+
+
+def _compile(step: Callable, state: TrainState, batch: dict) -> Callable:
+  """The train step compiled ahead of time for these shapes, timed."""
+  console.info("compiling the train step...")
+  begin = time.time()
+  compiled = step.lower(state, batch).compile()
+  console.info(f"compiled the train step in {time.time() - begin:.1f}s")
+  return compiled
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f"{seconds}s"
+  minutes, seconds = divmod(seconds, 60)
+  if minutes < 60:
+    return f"{minutes}m{seconds:02d}s"
+  return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _step_line(step: int, steps: int, logged: dict, seconds: float) -> str:
+  """`step 50/1500 loss 7.77 accuracy 0.045 lr 3.0e-03 tokens/s 12,345 eta
+  2m05s`: speed and ETA from this logging window's steps."""
+  return (f"step {step}/{steps} loss {logged['loss']:.4f} "
+          f"accuracy {logged['accuracy']:.3f} "
+          f"lr {logged['learning_rate']:.2e} "
+          f"tokens/s {logged['tokens_per_s']:,.0f} "
+          f"eta {_duration(seconds * (steps - step))}")
 
 
 def _initial_state(config: TrainConfig, checkpoints: Checkpointer, iterator,
@@ -263,14 +342,20 @@ def _initial_state(config: TrainConfig, checkpoints: Checkpointer, iterator,
   start, state = checkpoints.restore_latest(program.abstract)
   if start is not None:
     iterator.restore(checkpoints.data_state_dir(start))
-    print(f"Resumed from step {start} in {checkpoints.directory}")
+    console.info(f"Resumed from step {start} in {checkpoints.directory}")
     return start, state
   state = program.init()
+  console.info(f"Initialised {_count(state.params):,} parameters from seed "
+               f"{config.seed}")
   if config.init_checkpoint:
     state = state.replace(params=restore_params(
         config.init_checkpoint, state.params, config.fresh_params))
-    print(f"Initialised parameters from {config.init_checkpoint}")
+    console.info(f"Initialised parameters from {config.init_checkpoint}")
   return 0, state
+
+
+def _count(params) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
 def _summary(sums: dict, steps: int, seconds: float, config: TrainConfig,

@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules, from a plain config."""
 
 import dataclasses
+from typing import Optional
 
 import optax
 
@@ -14,13 +15,17 @@ FROZEN_PARAMS = ("final_logits_bias",)
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """Linear warm-up to `learning_rate`, then `schedule`; global-norm clip."""
+  """Linear warm-up to `learning_rate`, then `schedule`; global-norm clip.
+
+  `total_steps` None (the default) ends the schedule at the run's last step:
+  `TrainConfig` sets it to `TrainConfig.steps`, so `--gin...steps=N` moves it.
+  """
 
   name: str = "adamw"
   learning_rate: float = 3e-4
   warmup_steps: int = 1000
   schedule: str = "cosine"
-  total_steps: int = 100_000
+  total_steps: Optional[int] = None
   end_learning_rate_fraction: float = 0.1
   weight_decay: float = 0.01
   b1: float = 0.9
@@ -35,13 +40,17 @@ class OptimizerConfig:
     if self.schedule not in SCHEDULES:
       raise ValueError(f"OptimizerConfig.schedule={self.schedule!r}; expected "
                        f"one of {SCHEDULES}.")
-    if self.warmup_steps < 0 or self.total_steps <= self.warmup_steps:
+    if self.warmup_steps < 0 or (self.total_steps is not None
+                                 and self.total_steps <= self.warmup_steps):
       raise ValueError(
           f"OptimizerConfig needs 0 <= warmup_steps ({self.warmup_steps}) < "
           f"total_steps ({self.total_steps}).")
 
 
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
+  if config.total_steps is None and config.schedule == "cosine":
+    raise ValueError("OptimizerConfig.total_steps is unset: a cosine schedule "
+                     "needs its length (TrainConfig fills in its steps).")
   warmup = optax.linear_schedule(0.0, config.learning_rate,
                                  max(config.warmup_steps, 1))
   if config.schedule == "cosine":
