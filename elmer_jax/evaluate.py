@@ -6,8 +6,10 @@
 Decodes the split (`GENERATION_EVAL`, see gin_configs/runs/eval.gin; the
 task and input length default to the run's), scores ROUGE-1/2/L, BLEU-4,
 distinct-1/2, the average exit layer and the decoder-layer passes saved, and
-writes them as JSON (`RUN/eval/<task>.<split>.step<N>.json`, with the
-predictions beside it) and TensorBoard/JSONL scalars (`RUN/eval/`).
+writes them as JSON (`RUN/eval/<task>.<split>.step<N>.<mode><slots>.exit<t>
+.json`, with the predictions beside it; a name already taken gets `.2`, `.3`,
+so no result is overwritten) and TensorBoard/JSONL scalars (`RUN/eval/`).
+Decoder slots default to the run's `decoder_length`.
 """
 
 import dataclasses
@@ -35,10 +37,40 @@ def _eval_config(train_config) -> generation_eval.GenerationEvalConfig:
     config = gin_utils.macro("GENERATION_EVAL")
   except ValueError:
     config = generation_eval.GenerationEvalConfig()
+  decode = config.decode
+  if decode.max_length is None:
+    decode = dataclasses.replace(decode,
+                                 max_length=train_config.decoder_length)
   return dataclasses.replace(
-      config,
+      config, decode=decode,
       mixture_or_task=config.mixture_or_task or train_config.mixture_or_task,
       encoder_length=config.encoder_length or train_config.encoder_length)
+
+
+def result_name(config: generation_eval.GenerationEvalConfig,
+                step: int) -> str:
+  """`<task>.<split>.step<N>.<length mode><slots>.exit<threshold>`, plus
+  `.collapse` and `.first<K>` (max_examples) where set."""
+  decode = config.decode
+  name = (f"{config.mixture_or_task}.{config.split}.step{step}."
+          f"{decode.length_mode}{decode.max_length}."
+          f"exit{decode.exit_threshold:g}")
+  if decode.collapse_repeats:
+    name += ".collapse"
+  if config.max_examples:
+    name += f".first{config.max_examples}"
+  return name
+
+
+def unused_name(out_dir: str, name: str) -> str:
+  """`name`, or `name.2`, `name.3`, ...: an earlier result is never
+  overwritten."""
+  taken = lambda n: tf.io.gfile.exists(os.path.join(out_dir, n + ".json"))
+  candidate, count = name, 1
+  while taken(candidate):
+    count += 1
+    candidate = f"{name}.{count}"
+  return candidate
 
 
 def main(argv):
@@ -57,11 +89,12 @@ def main(argv):
       config.encoder_length)
   step = int(os.path.basename(model.checkpoint))
   out_dir = os.path.join(_MODEL_DIR.value, "eval")
-  name = f"{config.mixture_or_task}.{config.split}.step{step}"
   tf.io.gfile.makedirs(out_dir)
+  name = unused_name(out_dir, result_name(config, step))
   result = {"checkpoint": model.checkpoint, "step": step,
             "task": config.mixture_or_task, "split": config.split,
-            "decode": dataclasses.asdict(config.decode), "metrics": scores}
+            "decode": dataclasses.asdict(config.decode), "metrics": scores,
+            "file": os.path.join(out_dir, name + ".json")}
   with tf.io.gfile.GFile(os.path.join(out_dir, name + ".json"), "w") as f:
     json.dump(result, f, indent=1)
   with tf.io.gfile.GFile(os.path.join(out_dir, name + ".predictions.jsonl"),
