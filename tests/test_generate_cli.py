@@ -86,7 +86,7 @@ def test_generate_writes_one_output_per_line_with_exit_layers(finetuned,
     assert 0 <= len(row["tokens"]) <= 12
     assert len(row["exit_layers"]) == len(row["tokens"])
     assert all(0 <= e <= 2 for e in row["exit_layers"])
-  assert f"checkpoints/{_best_step(finetuned)})" in result.stdout
+  assert f"checkpoints/{_best_step(finetuned)}, 12 slots)" in result.stdout
 
 
 
