@@ -47,7 +47,9 @@ class DecodeConfig:
   whether to merge repeated tokens."""
 
   length_mode: str = "max_length"
-  max_length: int = 64
+  # None: the slots the model was trained with (the run's decoder_length),
+  # filled in by `generate` and `evaluate`.
+  max_length: Optional[int] = None
   exit_threshold: float = 0.0
   collapse_repeats: bool = False
 
@@ -55,9 +57,9 @@ class DecodeConfig:
     if self.length_mode not in LENGTH_MODES:
       raise ValueError(f"DecodeConfig.length_mode={self.length_mode!r}; "
                        f"expected one of {LENGTH_MODES}.")
-    if self.max_length < 1:
-      raise ValueError(f"DecodeConfig.max_length must be >= 1, got "
-                       f"{self.max_length}.")
+    if self.max_length is not None and self.max_length < 2:
+      raise ValueError(f"DecodeConfig.max_length must be >= 2 (`<s>` and "
+                       f"one more slot), got {self.max_length}.")
 
 
 @flax.struct.dataclass
@@ -123,6 +125,10 @@ def make_decode_fn(model_config: ElmerConfig, decode_config: DecodeConfig
   """Returns decode_fn(params, encoder_input_tokens, target_lengths=None),
   compiled once per input shape; `target_lengths` only in `oracle` mode."""
   check_threshold(decode_config.exit_threshold, model_config.vocab_size)
+  if decode_config.max_length is None:
+    raise ValueError("DecodeConfig.max_length is None: give the number of "
+                     "slots (generate and evaluate use the run's "
+                     "TrainConfig.decoder_length).")
   if decode_config.max_length > model_config.max_positions:
     raise ValueError(
         f"DecodeConfig.max_length={decode_config.max_length} exceeds the "

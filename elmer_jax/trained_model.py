@@ -6,6 +6,7 @@ bindings given on the command line come after it and may override.
 """
 
 import dataclasses
+import logging
 import os
 from typing import Any, Optional, Sequence
 
@@ -21,6 +22,9 @@ from elmer_jax.model.params import abstract_params
 from elmer_jax.training import checkpoints
 
 
+IMPORT_SLOTS = 64
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
   config: ElmerConfig
@@ -28,6 +32,17 @@ class TrainedModel:
   vocabulary: seqio.Vocabulary
   train_config: Any  # loop.TrainConfig of the run.
   checkpoint: str  # The step directory the parameters came from.
+  # How the run trained its decoder's spare slots (TrainConfig.spare_slots);
+  # 'none' also for runs whose config.gin predates the option.
+  spare_slots: str = "decoder_length"
+
+  @property
+  def slots(self) -> int:
+    """The decoder slots the model was trained with: generation's default
+    (an import, which has no training config: 64, capped by the positions)."""
+    if self.train_config is None:
+      return min(IMPORT_SLOTS, self.config.max_positions)
+    return self.train_config.decoder_length
 
 
 def parse_run_config(model_dir: str, gin_files: Sequence[str] = (),
@@ -66,4 +81,33 @@ def load(model_dir: str, step: Optional[int] = None) -> TrainedModel:
   check_config_matches(config, vocabulary)
   params = checkpoints.load_params(checkpoint,
                                    nn.unbox(abstract_params(config)))
-  return TrainedModel(config, params, vocabulary, train_config, checkpoint)
+  spare_slots = _trained_spare_slots(model_dir, train_config)
+  if spare_slots == "none":
+    logging.warning(
+        "%s was trained without spare decoder slots (its config.gin %s): it "
+        "never learned to end its output among more slots than the target "
+        "has, so max-length decoding tends to run on past the answer. It "
+        "generates as before; to fix it, fine-tune again with the current "
+        "runs/finetune.gin or --gin.loop.TrainConfig.spare_slots="
+        "\"'decoder_length'\".", model_dir,
+        "sets TrainConfig.spare_slots='none'" if "spare_slots" in
+        _run_config_text(model_dir) else "predates TrainConfig.spare_slots")
+  return TrainedModel(config, params, vocabulary, train_config, checkpoint,
+                      spare_slots)
+
+
+def _run_config_text(model_dir: str) -> str:
+  with tf.io.gfile.GFile(os.path.join(model_dir, "config.gin")) as f:
+    return f.read()
+
+
+def _trained_spare_slots(model_dir: str, train_config: Any) -> str:
+  """A config.gin that never names spare_slots was written before the
+  option existed, when no run had spare slots; an import (no training
+  config) is taken as the released code trained it, with the batch's
+  longest target."""
+  if train_config is None:
+    return "batch"
+  if "spare_slots" not in _run_config_text(model_dir):
+    return "none"
+  return train_config.spare_slots

@@ -291,6 +291,10 @@ def test_bad_configs_are_named():
   with pytest.raises(ValueError, match="length_mode='beam'"):
     DecodeConfig(length_mode="beam")
   with pytest.raises(ValueError, match="max_length=64 exceeds.*40"):
+    decoding.make_decode_fn(TINY, DecodeConfig(max_length=64))
+  with pytest.raises(ValueError, match="max_length must be >= 2"):
+    DecodeConfig(max_length=1)
+  with pytest.raises(ValueError, match="max_length is None.*decoder_length"):
     decoding.make_decode_fn(TINY, DecodeConfig())
 
 

@@ -111,7 +111,8 @@ def _jax_and_torch_generate(config, params, model, enc, decode_config,
       target_lengths=(None if target_lengths is None else
                       torch.as_tensor(target_lengths)),
       exit_threshold=decode_config.exit_threshold,
-      collapse_repeats=decode_config.collapse_repeats)
+      collapse_repeats=decode_config.collapse_repeats,
+      return_dict_in_generate=True)
   return ours, theirs
 
 
@@ -144,6 +145,42 @@ def test_generate_oracle_lengths_and_collapse_match(exported):
   np.testing.assert_array_equal(theirs.sequences.numpy(), ours.tokens)
   np.testing.assert_array_equal(theirs.lengths.numpy(), ours.lengths)
   np.testing.assert_array_equal(theirs.exit_layers.numpy(), ours.exit_layers)
+
+
+def test_generate_is_called_and_returns_like_transformers(exported):
+  """Without return_dict_in_generate: the LongTensor of sequences, the same
+  as the dict's; max_new_tokens names the slots as max_length does; the
+  attention mask of a padded batch is honoured."""
+  config, _, model = exported
+  _, enc, _ = _batch(config, seed=13, batch=3)
+  inputs = {"input_ids": _torch(enc),
+            "attention_mask": _torch(enc != config.pad_id)}
+  ids = model.generate(**inputs, max_length=9)
+  assert isinstance(ids, torch.Tensor) and ids.dtype == torch.long
+  full = model.generate(**inputs, max_new_tokens=9, num_beams=1,
+                        do_sample=False, return_dict_in_generate=True)
+  torch.testing.assert_close(ids, full.sequences, rtol=0, atol=0)
+  assert full.exit_layers.shape == ids.shape == (3, 9)
+  assert torch.equal(model.generate(inputs=inputs["input_ids"],
+                                    max_length=9), ids)
+
+
+def test_generate_refuses_what_one_pass_cannot_do(exported):
+  _, _, model = exported
+  enc = torch.ones((1, 4), dtype=torch.long) * 7
+  with pytest.raises(ValueError, match="num_beams > 1: ELMER decodes non-"
+                     "autoregressively in one pass.*no beam search"):
+    model.generate(enc, num_beams=4)
+  with pytest.raises(ValueError, match="do_sample=True: .*one pass"):
+    model.generate(enc, do_sample=True)
+  with pytest.raises(ValueError, match="num_return_sequences"):
+    model.generate(enc, num_return_sequences=2)
+  with pytest.raises(TypeError, match=r"does not take \['temperature'\]"):
+    model.generate(enc, temperature=0.7)
+  with pytest.raises(ValueError, match="max_length=8 and max_new_tokens=6"):
+    model.generate(enc, max_length=8, max_new_tokens=6)
+  with pytest.raises(ValueError, match="max_length=1; the decoder holds 2"):
+    model.generate(enc, max_length=1)
 
 
 def test_generate_refuses_bad_arguments(exported):

@@ -26,8 +26,7 @@ model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
     path, trust_remote_code=True).eval()
 tokenizer = transformers.AutoTokenizer.from_pretrained(path)
 batch = tokenizer(texts, padding=True, return_tensors="pt")
-out = model.generate(batch["input_ids"], batch["attention_mask"],
-                     max_length=12)
+out = model.generate(**batch, max_length=12, return_dict_in_generate=True)
 print(json.dumps([type(model).__name__, out.sequences.tolist(),
                   out.exit_layers.tolist()]))
 """

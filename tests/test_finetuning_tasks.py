@@ -75,7 +75,7 @@ def _check_batches(task, split="train", batch=4, count=2):
       dec = b["decoder_input_tokens"][row]
       assert dec[0] == ids["bos"]
       np.testing.assert_array_equal(dec[1:n], ids["mask"])
-      np.testing.assert_array_equal(dec[n:], ids["pad"])
+      np.testing.assert_array_equal(dec[n:], ids["mask"])  # Spare slots.
       assert b["decoder_target_tokens"][row, n - 1] == ids["eos"]
       assert ids["eos"] in b["encoder_input_tokens"][row]
 

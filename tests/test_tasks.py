@@ -42,7 +42,7 @@ def _check_batch(batch, vocab):
     dec = batch["decoder_input_tokens"][row]
     assert dec[0] == ids["bos"]
     np.testing.assert_array_equal(dec[1:n], ids["mask"])
-    np.testing.assert_array_equal(dec[n:], ids["pad"])
+    np.testing.assert_array_equal(dec[n:], ids["mask"])  # Spare slots.
     enc = batch["encoder_input_tokens"][row]
     assert enc[0] != ids["pad"] and ids["eos"] in enc
 

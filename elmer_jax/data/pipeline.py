@@ -48,13 +48,17 @@ def process_shards(num_shards: int = 0) -> list[seqio.ShardInfo]:
           for i in range(per_process)]
 
 
-def converter_for(mixture_or_task: str,
-                  pack: bool = False) -> ElmerFeatureConverter:
-  """The feature converter with the special ids of the task's vocabulary."""
+def converter_for(mixture_or_task: str, pack: bool = False,
+                  spare_slots: str = "decoder_length",
+                  spare_labels: str = "ignore") -> ElmerFeatureConverter:
+  """The feature converter with the special ids of the task's vocabulary
+  (`spare_slots`, `spare_labels`: see feature_converter.py)."""
   vocab = seqio.get_mixture_or_task(mixture_or_task).output_features[
       "targets"].vocabulary
   ids = special_ids(vocab)
-  return ElmerFeatureConverter(ids["pad"], ids["bos"], ids["mask"], pack=pack)
+  return ElmerFeatureConverter(ids["pad"], ids["bos"], ids["mask"], pack=pack,
+                               spare_slots=spare_slots,
+                               spare_labels=spare_labels, eos_id=vocab.eos_id)
 
 
 def get_dataset(mixture_or_task: str, task_feature_lengths: Mapping[str, int],
@@ -85,6 +89,8 @@ def get_dataset(mixture_or_task: str, task_feature_lengths: Mapping[str, int],
   dataset = feature_converter(dataset, dict(task_feature_lengths))
   dataset = dataset.batch(global_batch_size // shard.num_shards,
                           drop_remainder=True)
+  if isinstance(feature_converter, ElmerFeatureConverter):
+    dataset = dataset.map(feature_converter.finish_batch)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 

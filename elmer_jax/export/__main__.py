@@ -1,7 +1,7 @@
 """Export a trained run as a Hugging Face directory that runs as ELMER.
 
   python -m elmer_jax.export --model_dir=RUN [--step=N] --output_dir=OUT \
-      [--dtype=float32|bfloat16] [--exit_threshold=0.5] [--max_length=64]
+      [--dtype=float32|bfloat16] [--exit_threshold=0.5] [--max_length=N]
 
 The run's `config.gin` defines the model and vocabulary (as for
 `elmer_jax.generate`). OUT then loads with
@@ -27,8 +27,9 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace --output_dir if it exists.")
 _THRESHOLD = flags.DEFINE_float("exit_threshold", 0.0, "Default entropy early "
                                 "exit threshold (nats) of the PyTorch generate.")
-_MAX_LENGTH = flags.DEFINE_integer("max_length", 64, "Default decoder slots "
-                                   "of the PyTorch generate.")
+_MAX_LENGTH = flags.DEFINE_integer("max_length", None, "Default decoder "
+                                   "slots of the PyTorch generate (default: "
+                                   "the run's decoder_length).")
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Extra gin files.")
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [],
                                           "Gin bindings (also --gin.X=Y).")
@@ -47,7 +48,7 @@ def main(argv):
       model.config, model.params, _OUTPUT.value, dtype=_DTYPE.value,
       vocabulary=model.vocabulary, overwrite=_OVERWRITE.value,
       decoding=dict(exit_threshold=_THRESHOLD.value,
-                    nar_max_length=_MAX_LENGTH.value))
+                    nar_max_length=_MAX_LENGTH.value or model.slots))
   print(f"Exported {model.checkpoint} to {_OUTPUT.value}.")
 
 

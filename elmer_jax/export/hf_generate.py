@@ -25,9 +25,9 @@ def main(argv):
   tokenizer = transformers.AutoTokenizer.from_pretrained(_HF_DIR.value)
   batch = tokenizer(_TEXTS.value, padding=True, return_tensors="pt")
   with torch.inference_mode():
-    out = model.generate(batch["input_ids"], batch["attention_mask"],
-                         max_length=_MAX_LENGTH.value,
-                         exit_threshold=_THRESHOLD.value)
+    out = model.generate(**batch, max_length=_MAX_LENGTH.value,
+                         exit_threshold=_THRESHOLD.value,
+                         return_dict_in_generate=True)
   for text, tokens, length, exits in zip(_TEXTS.value, out.sequences,
                                          out.lengths, out.exit_layers):
     print(f"{text}\n  -> {tokenizer.decode(tokens[:length])}\n"

@@ -14,14 +14,16 @@ what makes it ELMER, mirroring elmer_jax/model and elmer_jax/decoding.py:
 - entropy early exit: a running token whose off-ramp entropy (nats) is <= the
   threshold leaves at that layer;
 - `generate` is non-autoregressive: `<s>` then `<mask>` slots, one decoder
-  pass, cut at the first `</s>`.
+  pass, cut at the first `</s>`; called and returning like transformers'
+  (token ids for `tokenizer.batch_decode`), refusing beam search and
+  sampling.
 
 This file imports only torch and transformers (it runs outside elmer_jax).
 """
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -197,23 +199,35 @@ class ElmerForConditionalGeneration(BartPreTrainedModel):
     return tokens.long()
 
   @torch.no_grad()
-  def generate(self, input_ids: torch.LongTensor,
+  def generate(self, input_ids: Optional[torch.LongTensor] = None,
                attention_mask: Optional[torch.Tensor] = None,
                max_length: Optional[int] = None,
+               max_new_tokens: Optional[int] = None,
                length_mode: Optional[str] = None,
                target_lengths: Optional[torch.Tensor] = None,
                exit_threshold: Optional[float] = None,
-               collapse_repeats: Optional[bool] = None
-               ) -> ElmerGenerateOutput:
-    """Non-autoregressive generation, as elmer_jax.decoding.decode.
+               collapse_repeats: Optional[bool] = None,
+               return_dict_in_generate: bool = False,
+               **kwargs) -> Union[torch.LongTensor, ElmerGenerateOutput]:
+    """Non-autoregressive generation, as elmer_jax.decoding.decode, called
+    like transformers' `generate`:
 
-    `length_mode` 'max_length': every example gets `max_length` slots;
-    'oracle': example i gets `target_lengths[i]` (its reference length with
-    `</s>`). Unset arguments come from the config (`nar_*`, `exit_threshold`,
-    `collapse_repeats`).
+      ids = model.generate(**tokenizer(texts, return_tensors="pt",
+                                       padding=True))
+      tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    Returns a LongTensor (batch, slots): each output, its `</s>`, padding;
+    with `return_dict_in_generate=True` an `ElmerGenerateOutput` (also the
+    lengths and each token's exit layer). `max_length` or `max_new_tokens`:
+    the decoder slots (one pass fills them all). `length_mode` 'max_length':
+    every example gets that many slots, cut at the first `</s>`; 'oracle':
+    example i gets `target_lengths[i]` (its reference length with `</s>`).
+    Unset arguments come from the config (`nar_*`, `exit_threshold`,
+    `collapse_repeats`). Beam search and sampling are refused: NAR decoding
+    is one pass with nothing to search over or sample step by step.
     """
     cfg = self.config
-    length = max_length or cfg.nar_max_length
+    input_ids = self._input_ids(input_ids, kwargs)
     mode = length_mode or cfg.nar_length_mode
     threshold = cfg.exit_threshold if exit_threshold is None else exit_threshold
     collapse = (cfg.collapse_repeats if collapse_repeats is None
@@ -227,22 +241,65 @@ class ElmerForConditionalGeneration(BartPreTrainedModel):
     if not 0.0 <= threshold <= math.log(cfg.vocab_size):
       raise ValueError(f"exit_threshold={threshold} is outside [0, log(vocab_"
                        f"size)={math.log(cfg.vocab_size):.4f}] nats.")
-    if not 1 <= length <= cfg.max_position_embeddings:
-      raise ValueError(f"max_length={length}; the decoder holds 1.."
-                       f"{cfg.max_position_embeddings} positions.")
+    length = self._slots(max_length, max_new_tokens)
     if target_lengths is not None:
       target_lengths = torch.as_tensor(target_lengths, device=self.device)
       if target_lengths.min() < 1 or target_lengths.max() > length:
         raise ValueError(f"target_lengths must lie in [1, max_length="
                          f"{length}].")
+    if attention_mask is not None:
+      attention_mask = attention_mask.to(self.device)
     decoder_input_ids = self.decoder_inputs(input_ids.shape[0], length,
                                             target_lengths)
     out = self(input_ids, decoder_input_ids, attention_mask=attention_mask,
                exit_threshold=threshold or None)
-    return finalize(out.logits.argmax(-1), out.exit_layers,
-                    decoder_input_ids != cfg.pad_token_id, cfg.eos_token_id,
-                    cfg.pad_token_id, collapse)
+    result = finalize(out.logits.argmax(-1), out.exit_layers,
+                      decoder_input_ids != cfg.pad_token_id, cfg.eos_token_id,
+                      cfg.pad_token_id, collapse)
+    return result if return_dict_in_generate else result.sequences
 
+  def _input_ids(self, input_ids: Optional[torch.LongTensor],
+                 kwargs: dict) -> torch.LongTensor:
+    """`input_ids` (or transformers' `inputs`) on the model's device, after
+    refusing the standard arguments that NAR decoding cannot honour."""
+    if input_ids is None:
+      input_ids = kwargs.pop("inputs", None)
+    if input_ids is None:
+      raise ValueError("generate needs input_ids (the tokenized sources).")
+    one_pass = ("ELMER decodes non-autoregressively in one pass: every slot "
+                "is predicted at once, so there is")
+    if kwargs.pop("num_beams", 1) not in (None, 1):
+      raise ValueError(f"num_beams > 1: {one_pass} no beam search. Use "
+                       "num_beams=1 (or leave it out).")
+    if kwargs.pop("do_sample", False):
+      raise ValueError(f"do_sample=True: {one_pass} no step-by-step "
+                       "sampling; generation is the argmax of each slot.")
+    if kwargs.pop("num_return_sequences", 1) not in (None, 1):
+      raise ValueError(f"num_return_sequences > 1: {one_pass} one output "
+                       "per input.")
+    for ignorable in ("use_cache", "output_scores", "early_stopping"):
+      kwargs.pop(ignorable, None)
+    if kwargs:
+      raise TypeError(
+          f"ElmerForConditionalGeneration.generate does not take "
+          f"{sorted(kwargs)}; it takes input_ids, attention_mask, max_length "
+          "or max_new_tokens (slots), length_mode, target_lengths, "
+          "exit_threshold, collapse_repeats, return_dict_in_generate.")
+    return input_ids.to(self.device)
+
+  def _slots(self, max_length: Optional[int],
+             max_new_tokens: Optional[int]) -> int:
+    """Decoder slots: `max_length` and `max_new_tokens` both name them."""
+    if None not in (max_length, max_new_tokens) and (
+        max_length != max_new_tokens):
+      raise ValueError(f"max_length={max_length} and max_new_tokens="
+                       f"{max_new_tokens} both give the number of decoder "
+                       "slots; pass one.")
+    length = max_new_tokens or max_length or self.config.nar_max_length
+    if not 2 <= length <= self.config.max_position_embeddings:
+      raise ValueError(f"max_length={length}; the decoder holds 2.."
+                       f"{self.config.max_position_embeddings} slots.")
+    return length
 
 __all__ = ["ElmerForConditionalGeneration", "ElmerOutput",
            "ElmerGenerateOutput"]

@@ -49,12 +49,15 @@ def make_eval_step(model_config: ElmerConfig, objective: ObjectiveConfig,
 
 def read_batches(config: EvalConfig, train_task: str, lengths: dict,
                  batch_size: int, pack: bool, seed: int,
-                 data_shards: int = 0) -> list[dict]:
-  """The process-local eval batches, read once."""
+                 data_shards: int = 0, spare_slots: str = "decoder_length",
+                 spare_labels: str = "ignore") -> list[dict]:
+  """The process-local eval batches, read once (with the training run's
+  spare slots, so the eval loss measures what training optimises)."""
   task = config.mixture_or_task or train_task
   datasets = pipeline.process_datasets(
       task, lengths, config.split, batch_size,
-      pipeline.converter_for(task, pack), num_shards=data_shards, seed=seed,
+      pipeline.converter_for(task, pack, spare_slots, spare_labels),
+      num_shards=data_shards, seed=seed,
       shuffle=False, num_epochs=1)
   shards = [list(dataset.take(config.batches).as_numpy_iterator())
             for dataset in datasets.values()]

@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from elmer_jax import console, flops, objectives, partitioning
-from elmer_jax.data import input_checks, pipeline
+from elmer_jax.data import feature_converter, input_checks, pipeline
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.training import evaluation
 from elmer_jax.training import optimizer as optim
@@ -57,6 +57,10 @@ class TrainConfig:
   # fresh, e.g. ('concat_head',) when fine-tuning a pretrained model.
   fresh_params: tuple[str, ...] = ()
   pack: bool = False
+  # `<mask>` slots beyond each target's `</s>` (decoder_length, batch or
+  # none) and their labels (ignore or eos): see data/feature_converter.py.
+  spare_slots: str = "decoder_length"
+  spare_labels: str = "ignore"
   # Input shards (0: one per process), dealt out to the processes. A resumed
   # run needs the same count, read by any number of processes dividing it.
   data_shards: int = 0
@@ -78,6 +82,12 @@ class TrainConfig:
       if self.steps > warmup:
         object.__setattr__(self, "optimizer", dataclasses.replace(
             self.optimizer, total_steps=self.steps))
+    for name, value, allowed in (
+        ("spare_slots", self.spare_slots, feature_converter.SPARE_SLOTS),
+        ("spare_labels", self.spare_labels, feature_converter.SPARE_LABELS)):
+      if value not in allowed:
+        raise ValueError(f"TrainConfig.{name}={value!r}; expected one of "
+                         f"{allowed}.")
     if self.keep_best_checkpoints and not self.eval.every:
       raise ValueError(
           "TrainConfig.keep_best_checkpoints needs an eval loss: set "
@@ -242,11 +252,13 @@ def _train(model_config: ElmerConfig, config: TrainConfig, model_dir: str,
   console.info("starting the input pipeline and the model state...")
   iterator = pipeline.ResumableIterator(pipeline.process_datasets(
       config.mixture_or_task, lengths, "train", config.batch_size,
-      pipeline.converter_for(config.mixture_or_task, config.pack),
+      pipeline.converter_for(config.mixture_or_task, config.pack,
+                             config.spare_slots, config.spare_labels),
       num_shards=config.data_shards, seed=config.seed))
   eval_batches = (evaluation.read_batches(
       config.eval, config.mixture_or_task, lengths, config.batch_size,
-      config.pack, config.seed, config.data_shards)
+      config.pack, config.seed, config.data_shards, config.spare_slots,
+      config.spare_labels)
                   if config.eval.every else None)
   flops_per_step = config.batch_size * flops.train_flops(
       model_config, config.encoder_length, config.decoder_length)
