@@ -1,18 +1,24 @@
-"""ELMER's NAR decoding against autoregressive greedy decoding; prints JSON.
+"""ELMER's NAR decoding against autoregressive greedy decoding, and what
+entropy early exit saves; prints JSON.
 
 Speed (random weights: speed does not depend on them): the latency of one
 jit-compiled NAR decode of `target_tokens` slots (encoder included) against
 `transformers` greedy `generate` of a same-sized BART producing exactly
 `target_tokens` tokens with a KV cache (encoder included), on the same CPU
-with the same thread count, at each batch size; `speedup` = AR / NAR.
+with the same thread count, at each batch size and source length;
+`speedup` = AR / NAR.
 
-Quality (with `--model_dir`, a fine-tuned run): for each entropy threshold,
-the average exit layer, the decoder-layer passes saved, the decode time of
-the validation examples and ROUGE/BLEU; drawn as a PNG (`--plot`).
+Early exit (with `--model_dir`, fine-tuned runs): for each batch size and
+entropy threshold, the average exit layer, the decoder layers the batches ran
+and the slot-layers computed (share of layers x slots), the decode time of
+the validation examples (thresholds timed in interleaved rounds, median),
+the speedup against threshold 0 of the same model, ROUGE-L and BLEU; then,
+per batch size, the fastest threshold within `--max_rouge_drop` of threshold
+0's ROUGE-L against `--goal_speedup`. `--plot`: time against ROUGE-L.
 
   python bench/generation.py --gin_file=models/base.gin --threads=1
-  python bench/generation.py --gin_file=models/tiny.gin --threads=1 \
-      --model_dir=RUN --thresholds=0,0.5,1,2,4 --plot=threshold_curve.png
+  python bench/generation.py --gin_file= --model_dir=RUN_A --model_dir=RUN_B \
+      --thresholds=0,0.5,1,2,4 --plot=bench/figures/threshold_curve.png
 
 Threads: run with `--threads=N` so both sides use N CPU threads (JAX's XLA
 CPU flags are set before JAX starts).
@@ -26,30 +32,38 @@ import time
 
 from absl import app, flags
 
-_GIN_FILES = flags.DEFINE_multi_string("gin_file", ["models/base.gin"],
-                                       "Model preset(s) for the speed test.")
+_GIN_FILES = flags.DEFINE_multi_string(
+    "gin_file", ["models/base.gin"],
+    "Model preset(s) for the speed test; --gin_file= alone: none.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "32"], "Batch sizes.")
-_SOURCE_LEN = flags.DEFINE_integer("source_length", 256, "Encoder tokens.")
+_SOURCE_LENS = flags.DEFINE_list("source_lengths", ["64", "256"],
+                                 "Encoder tokens of the speed test.")
+flags.DEFINE_alias("source_length", "source_lengths")
 _TARGET = flags.DEFINE_integer("target_tokens", 64, "Decoder tokens.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls after a warm-up.")
 _THREADS = flags.DEFINE_integer("threads", 1, "CPU threads for both sides.")
 _SKIP_AR = flags.DEFINE_bool("skip_ar", False, "Time only ELMER.")
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "A fine-tuned run for "
-                                 "the threshold curve; none: speed only.")
+_MODEL_DIRS = flags.DEFINE_multi_string(
+    "model_dir", [], "Fine-tuned runs for the early-exit curve; none: speed "
+    "only.")
 _THRESHOLDS = flags.DEFINE_list("thresholds", ["0", "0.5", "1", "2", "3"],
                                 "Entropy thresholds (nats) for the curve.")
 _EXAMPLES = flags.DEFINE_integer("examples", 64, "Validation examples.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds of the curve.")
+_MAX_DROP = flags.DEFINE_float("max_rouge_drop", 0.5, "ROUGE-L a threshold "
+                               "may cost against threshold 0.")
+_GOAL = flags.DEFINE_float("goal_speedup", 1.3, "Early-exit speedup goal.")
 _PLOT = flags.DEFINE_string("plot", None, "PNG path for the curve.")
 
 
-def _nar_latency(config, batch: int) -> dict:
+def _nar_latency(config, batch: int, source_length: int) -> dict:
   import jax
   import numpy as np
   from elmer_jax import decoding
   from elmer_jax.model.params import init_params
   params = init_params(config, jax.random.key(0))
   rng = np.random.default_rng(0)
-  tokens = rng.integers(5, config.vocab_size, (batch, _SOURCE_LEN.value),
+  tokens = rng.integers(5, config.vocab_size, (batch, source_length),
                         dtype=np.int32)
   decode = decoding.make_decode_fn(
       config, decoding.DecodeConfig(max_length=_TARGET.value))
@@ -70,81 +84,148 @@ def _speed(gin_file: str) -> None:
   from elmer_jax import gin_utils
   gin_utils.parse([gin_file])
   config = gin_utils.macro("MODEL_CONFIG")
-  for batch in map(int, _BATCHES.value):
-    nar = _nar_latency(config, batch)
-    result = {"bench": "generation_speed", "model": gin_file,
-              "batch": batch, "source_length": _SOURCE_LEN.value,
-              "target_tokens": _TARGET.value, "threads": _THREADS.value,
-              "nar": nar}
-    if not _SKIP_AR.value:
-      import ar_baseline
-      ar = ar_baseline.time_bart_greedy(
-          config, batch, _SOURCE_LEN.value, _TARGET.value, _REPEATS.value,
-          threads=_THREADS.value)
-      result.update(ar=ar, speedup=round(ar["median_s"] / nar["median_s"], 2))
-    print(json.dumps(result), flush=True)
+  for source_length in map(int, _SOURCE_LENS.value):
+    for batch in map(int, _BATCHES.value):
+      nar = _nar_latency(config, batch, source_length)
+      result = {"bench": "generation_speed", "model": gin_file,
+                "batch": batch, "source_length": source_length,
+                "target_tokens": _TARGET.value, "threads": _THREADS.value,
+                "load_average": os.getloadavg()[0], "nar": nar}
+      if not _SKIP_AR.value:
+        import ar_baseline
+        ar = ar_baseline.time_bart_greedy(
+            config, batch, source_length, _TARGET.value, _REPEATS.value,
+            threads=_THREADS.value)
+        result.update(ar=ar,
+                      speedup=round(ar["median_s"] / nar["median_s"], 2))
+      print(json.dumps(result), flush=True)
+
+
+def _decode_all(decode_fn, params, rows) -> tuple[float, list]:
+  import jax
+  start = time.perf_counter()
+  outs = jax.device_get([decode_fn(params, r) for r in rows])
+  return time.perf_counter() - start, outs
+
+
+def _curve_points(model_dir: str, batch: int, model, examples) -> list[dict]:
+  """One point per threshold at one batch size (see the module docstring)."""
+  import dataclasses
+  import numpy as np
+  from elmer_jax import decoding, generation_eval
+  cfg, layers = model.config, model.config.decoder_layers
+  train = model.train_config
+  eval_config = generation_eval.GenerationEvalConfig(
+      batch_size=batch, encoder_length=train.encoder_length,
+      decode=decoding.DecodeConfig(max_length=train.decoder_length))
+  rows = [decoding.encoder_batch(cfg, [ex["inputs"]
+                                       for ex in examples[i:i + batch]],
+                                 batch, train.encoder_length)
+          for i in range(0, len(examples), batch)]
+  thresholds = [float(t) for t in _THRESHOLDS.value]
+  fns, points = {}, {}
+  for threshold in thresholds:
+    config = dataclasses.replace(eval_config, decode=dataclasses.replace(
+        eval_config.decode, exit_threshold=threshold))
+    scores, _ = generation_eval.evaluate(cfg, model.params, model.vocabulary,
+                                         examples, config,
+                                         train.encoder_length)
+    fns[threshold] = decoding.make_decode_fn(cfg, config.decode)
+    _, outs = _decode_all(fns[threshold], model.params, rows)
+    slots = len(rows) * batch * train.decoder_length
+    points[threshold] = {
+        "bench": "generation_threshold", "model_dir": model_dir,
+        "checkpoint": model.checkpoint, "batch": batch,
+        "threshold": threshold, "examples": len(examples),
+        "decoder_layers": layers,
+        "average_exit_layer": round(scores["average_exit_layer"], 4),
+        "layers_run_per_batch": round(float(np.mean(
+            [o.layers_run for o in outs])), 3),
+        "slot_layer_passes": round(
+            sum(int(o.slot_passes) for o in outs) / (slots * layers), 4),
+        "rougeL": round(scores["rougeL"], 2), "bleu": round(scores["bleu"], 2),
+        "times_s": []}
+  for _ in range(_ROUNDS.value):  # Interleaved, so load drifts hit all.
+    for threshold in thresholds:
+      points[threshold]["times_s"].append(
+          round(_decode_all(fns[threshold], model.params, rows)[0], 4))
+  ordered = [points[t] for t in thresholds]
+  zero = next((p for p in ordered if p["threshold"] == 0), ordered[0])
+  zero_s = statistics.median(zero["times_s"])
+  for point in ordered:
+    point["decode_s"] = round(statistics.median(point["times_s"]), 4)
+    point["speedup_vs_threshold_0"] = round(zero_s / point["decode_s"], 3)
+    point["rougeL_drop"] = round(zero["rougeL"] - point["rougeL"], 2)
+    point["load_average"] = os.getloadavg()[0]
+    print(json.dumps(point), flush=True)
+  allowed = [p for p in ordered if p["rougeL_drop"] <= _MAX_DROP.value]
+  best = max(allowed, key=lambda p: p["speedup_vs_threshold_0"])
+  print(json.dumps({
+      "bench": "early_exit_goal", "model_dir": model_dir, "batch": batch,
+      "max_rouge_drop": _MAX_DROP.value, "best_threshold": best["threshold"],
+      "speedup": best["speedup_vs_threshold_0"], "goal": _GOAL.value,
+      "goal_met": best["speedup_vs_threshold_0"] >= _GOAL.value,
+      "short_by": round(max(0.0, _GOAL.value
+                            - best["speedup_vs_threshold_0"]), 3)}),
+        flush=True)
+  return ordered
 
 
 def _curve(model_dir: str) -> list[dict]:
-  import dataclasses
   import jax
-  from elmer_jax import decoding, generation_eval, trained_model
+  from elmer_jax import generation_eval, trained_model
   trained_model.parse_run_config(model_dir)
   model = trained_model.load(model_dir)
   train = model.train_config
-  base = generation_eval.GenerationEvalConfig(
-      mixture_or_task=train.mixture_or_task, max_examples=_EXAMPLES.value,
-      encoder_length=train.encoder_length,
-      decode=decoding.DecodeConfig(max_length=train.decoder_length))
   examples = generation_eval.read_examples(
-      base.mixture_or_task, base.split, base.encoder_length,
-      base.decode.max_length, base.max_examples)
+      train.mixture_or_task, "validation", train.encoder_length,
+      train.decoder_length, _EXAMPLES.value)
   points = []
-  for threshold in map(float, _THRESHOLDS.value):
-    config = dataclasses.replace(base, decode=dataclasses.replace(
-        base.decode, exit_threshold=threshold))
-    generation_eval.evaluate(model.config, model.params, model.vocabulary,
-                             examples[:config.batch_size], config,
-                             config.encoder_length)  # Compile.
-    start = time.perf_counter()
-    scores, _ = generation_eval.evaluate(model.config, model.params,
-                                         model.vocabulary, examples, config,
-                                         config.encoder_length)
-    seconds = time.perf_counter() - start
-    point = {"bench": "generation_threshold", "model_dir": model_dir,
-             "checkpoint": model.checkpoint, "threshold": threshold,
-             "seconds": round(seconds, 4), **scores}
-    print(json.dumps(point), flush=True)
-    points.append(point)
+  for batch in map(int, _BATCHES.value):
+    points += _curve_points(model_dir, batch, model, examples)
   jax.clear_caches()
   return points
 
 
 def _plot(points: list[dict], path: str) -> None:
+  """Decode time against ROUGE-L, one line per run and batch size, each
+  point labelled with its threshold."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
-  x = [p["threshold"] for p in points]
-  fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-  for ax, (key, label) in zip(axes, (
-      ("average_exit_layer", "average exit layer"),
-      ("seconds", "decode time (s)"), ("rougeL", "ROUGE-L"))):
-    ax.plot(x, [p[key] for p in points], marker="o")
-    ax.set_xlabel("entropy threshold (nats)")
-    ax.set_ylabel(label)
-  fig.suptitle(f"ELMER early exit: {points[0]['checkpoint']}", fontsize=9)
+  lines = {}
+  for p in points:
+    lines.setdefault((p["model_dir"], p["batch"]), []).append(p)
+  fig, axes = plt.subplots(1, len({b for _, b in lines}), figsize=(11, 4),
+                           squeeze=False)
+  batches = sorted({b for _, b in lines})
+  for (run, batch), line in lines.items():
+    ax = axes[0][batches.index(batch)]
+    x = [p["decode_s"] / p["examples"] * 1e3 for p in line]
+    y = [p["rougeL"] for p in line]
+    ax.plot(x, y, marker="o", label=os.path.basename(run.rstrip("/")))
+    for xi, yi, p in zip(x, y, line):
+      ax.annotate(f"{p['threshold']:g}", (xi, yi), fontsize=7,
+                  textcoords="offset points", xytext=(3, 3))
+    ax.set_title(f"batch {batch}")
+    ax.set_xlabel("decode time per example (ms)")
+    ax.set_ylabel("ROUGE-L")
+    ax.legend(fontsize=8)
+  fig.suptitle("ELMER entropy early exit: time against quality "
+               "(labels: threshold, nats)", fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
 
 
 def main(argv):
   del argv
-  for gin_file in _GIN_FILES.value:
+  for gin_file in filter(None, _GIN_FILES.value):
     _speed(gin_file)
-  if _MODEL_DIR.value:
-    points = _curve(_MODEL_DIR.value)
-    if _PLOT.value:
-      _plot(points, _PLOT.value)
+  points = []
+  for model_dir in _MODEL_DIRS.value:
+    points += _curve(model_dir)
+  if points and _PLOT.value:
+    _plot(points, _PLOT.value)
 
 
 if __name__ == "__main__":

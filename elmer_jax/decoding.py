@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from elmer_jax.data import vocabularies
-from elmer_jax.model import Elmer
+from elmer_jax.model import exit_decoder
 from elmer_jax.model.config import ElmerConfig
 
 LENGTH_MODES = ("max_length", "oracle")
@@ -67,11 +67,15 @@ class DecodeOutput:
   """`tokens`: (batch, max_length) int32, the output ids, then the first
   `</s>` if one was predicted, then padding. `lengths`: (batch,) output
   tokens before `</s>`. `exit_layers`: (batch, max_length) int32, the layer
-  each of `tokens` left at (0-based), -1 on padding."""
+  each of `tokens` left at (0-based), -1 on padding. `layers_run`: () the
+  decoder layers the batch ran (decoding stops once every slot has exited);
+  `slot_passes`: () slot-layers computed (running tokens, in capacities)."""
 
   tokens: jax.Array
   lengths: jax.Array
   exit_layers: jax.Array
+  layers_run: Optional[jax.Array] = None
+  slot_passes: Optional[jax.Array] = None
 
 
 def check_threshold(threshold: float, vocab_size: int) -> None:
@@ -82,6 +86,45 @@ def check_threshold(threshold: float, vocab_size: int) -> None:
         f"DecodeConfig.exit_threshold={threshold} is outside [0, {high:.4f}] "
         f"nats, i.e. [0, log(ElmerConfig.vocab_size={vocab_size})]; 0 turns "
         "early exit off.")
+
+
+def exit_test_flops(config: ElmerConfig, exit_layers: np.ndarray,
+                    slots: np.ndarray, encoder_length: int
+                    ) -> tuple[float, float]:
+  """(matmul FLOPs the entropy exit tests add, FLOPs the exits save) for
+  decoded slots, when the off-ramp would otherwise run only at the exit
+  (no soft exit). A slot leaving at e runs e extra off-ramps (2 d V each) and
+  skips L-1-e layers of its own queries, attention, cross-attention and
+  feed-forward (keys and values are computed for every slot anyway)."""
+  d, layers = config.d_model, config.decoder_layers
+  exits = np.asarray(exit_layers)[np.asarray(slots, bool)]
+  length = np.asarray(slots).shape[1]
+  per_layer = 8 * d * d + 4 * (length + encoder_length) * d + 4 * d * config.d_ff
+  cost = float(np.sum(exits)) * 2 * d * config.vocab_size
+  return cost, float(np.sum(layers - 1 - exits)) * per_layer
+
+
+def warn_if_exit_costs_more(config: ElmerConfig, decode_config: DecodeConfig,
+                            exit_layers: np.ndarray, slots: np.ndarray,
+                            encoder_length: int) -> bool:
+  """Logs a warning (and returns True) when entropy exit on a model without
+  soft exit costs more than it saves at the exit rate just measured."""
+  if config.soft_exit or not decode_config.exit_threshold:
+    return False
+  cost, saved = exit_test_flops(config, exit_layers, slots, encoder_length)
+  if cost <= saved:
+    return False
+  exits = np.asarray(exit_layers)[np.asarray(slots, bool)]
+  logging.warning(
+      "DecodeConfig.exit_threshold=%s on a model without soft exit "
+      "(ElmerConfig.soft_exit=False): the exit tests (the %d-token off-ramp "
+      "at every layer a token runs) cost %.3g GFLOP and save %.3g GFLOP at "
+      "the measured average exit layer %.2f of 0..%d, so decoding is slower "
+      "than with exit_threshold=0.", decode_config.exit_threshold,
+      config.vocab_size, cost / 1e9, saved / 1e9,
+      float(exits.mean()) if exits.size else float("nan"),
+      config.decoder_layers - 1)
+  return True
 
 
 def decoder_inputs(config: ElmerConfig, batch: int, length: int,
@@ -133,20 +176,21 @@ def make_decode_fn(model_config: ElmerConfig, decode_config: DecodeConfig
     raise ValueError(
         f"DecodeConfig.max_length={decode_config.max_length} exceeds the "
         f"decoder's ElmerConfig.max_positions={model_config.max_positions}.")
-  model = Elmer(model_config)
   length = decode_config.max_length
-  threshold = decode_config.exit_threshold or None
 
   @jax.jit
   def run(params, encoder_input_tokens, target_lengths):
     decoder_input_tokens = decoder_inputs(
         model_config, encoder_input_tokens.shape[0], length, target_lengths)
-    out = model.apply({"params": params}, encoder_input_tokens,
-                      decoder_input_tokens, exit_threshold=threshold)
-    return finalize(jnp.argmax(out.logits, axis=-1), out.exit_layers,
+    out = exit_decoder.decode(model_config, params, encoder_input_tokens,
+                              decoder_input_tokens,
+                              decode_config.exit_threshold)
+    return finalize(out.tokens, out.exit_layers,
                     decoder_input_tokens != model_config.pad_id,
                     model_config.eos_id, model_config.pad_id,
-                    decode_config.collapse_repeats)
+                    decode_config.collapse_repeats).replace(
+                        layers_run=out.layers_run,
+                        slot_passes=out.slot_passes)
 
   def decode_fn(params, encoder_input_tokens,
                 target_lengths=None) -> DecodeOutput:
@@ -224,13 +268,17 @@ def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
                     "ElmerConfig.max_positions=%d).", cut, len(texts), limit,
                     max_input_length, model_config.max_positions)
   decode_fn = make_decode_fn(model_config, decode_config)
-  results = []
+  results, exits = [], []
   for start in range(0, len(encoded), batch_size):
     chunk = encoded[start:start + batch_size]
     out = jax.device_get(decode_fn(params, encoder_batch(
         model_config, chunk, batch_size, limit)))
+    exits.append(out.exit_layers[:len(chunk)])
     for i in range(len(chunk)):
       ids = out.tokens[i, :out.lengths[i]].tolist()
       results.append({"text": vocabulary.decode(ids), "tokens": ids,
                       "exit_layers": out.exit_layers[i, :len(ids)].tolist()})
+  exits = np.concatenate(exits)
+  warn_if_exit_costs_more(model_config, decode_config, exits, exits >= 0,
+                          limit)
   return results

@@ -81,6 +81,8 @@ def evaluate(model_config: ElmerConfig, params: Any,
     exits.append(out.exit_layers[:len(chunk)])
     masks.append(out.exit_layers[:len(chunk)] >= 0)
   exits, masks = np.concatenate(exits), np.concatenate(masks)
+  decoding.warn_if_exit_costs_more(model_config, config.decode, exits, masks,
+                                   encoder_length)
   scores = metrics.compute_metrics([p["prediction"] for p in predictions],
                                    [p["reference"] for p in predictions])
   scores.update(

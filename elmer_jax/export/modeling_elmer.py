@@ -122,11 +122,14 @@ class ElmerForConditionalGeneration(BartPreTrainedModel):
               exit_layers: Optional[torch.LongTensor] = None,
               attention_mask: Optional[torch.Tensor] = None,
               exit_threshold: Optional[float] = None,
-              output_layer_logits: bool = False) -> ElmerOutput:
+              output_layer_logits: bool = False,
+              stop_when_exited: bool = False) -> ElmerOutput:
     """Encoder, then the ELMER decoder. `exit_layers` (batch, length) default
     to the last layer; `exit_threshold` (nats; None or 0: off) adds entropy
     early exit; padding (`pad_token_id`) is masked on both sides unless
-    `attention_mask` gives the encoder's mask."""
+    `attention_mask` gives the encoder's mask. `stop_when_exited` skips the
+    layers after every non-padding slot has exited (nothing changes there;
+    `logits` on padding slots are then not meaningful), as `generate` does."""
     cfg = self.config
     layers = cfg.decoder_layers
     if attention_mask is None:
@@ -158,7 +161,11 @@ class ElmerForConditionalGeneration(BartPreTrainedModel):
     cache = torch.zeros_like(hidden)
     early = bool(exit_threshold)
     layer_logits = []
+    real = decoder_input_ids != cfg.pad_token_id
     for index, layer in enumerate(decoder.layers):
+      if (stop_when_exited and not output_layer_logits
+          and not bool(((exits >= index) & real).any())):
+        break
       hidden = layer(hidden, self_mask, encoded,
                      encoder_attention_mask=cross_mask, use_cache=False)
       hidden, cache = self._copy_on_exit(hidden, cache, exits, index)
@@ -252,7 +259,7 @@ class ElmerForConditionalGeneration(BartPreTrainedModel):
     decoder_input_ids = self.decoder_inputs(input_ids.shape[0], length,
                                             target_lengths)
     out = self(input_ids, decoder_input_ids, attention_mask=attention_mask,
-               exit_threshold=threshold or None)
+               exit_threshold=threshold or None, stop_when_exited=True)
     result = finalize(out.logits.argmax(-1), out.exit_layers,
                       decoder_input_ids != cfg.pad_token_id, cfg.eos_token_id,
                       cfg.pad_token_id, collapse)

@@ -58,6 +58,23 @@ def entropy(logits_: jax.Array) -> jax.Array:
   return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
 
 
+def entropy_and_argmax(config: ElmerConfig, weights: OffRampWeights,
+                       states: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The exit test of (..., embed) states in one pass over the vocabulary:
+  the off-ramp in the compute dtype with fp32 accumulation, then max m,
+  s = sum(e^(z-m)), t = sum((z-m) e^(z-m)): entropy = log s - t / s.
+  Returns (entropy in nats, argmax token)."""
+  dtype = config.compute_dtype
+  z = jnp.dot(states.astype(dtype), weights.embedding.astype(dtype).T,
+              preferred_element_type=jnp.float32) + weights.bias
+  top = jnp.max(z, axis=-1, keepdims=True)
+  shifted = z - top
+  exp = jnp.exp(shifted)
+  total = jnp.sum(exp, axis=-1)
+  return (jnp.log(total) - jnp.sum(shifted * exp, axis=-1) / total,
+          jnp.argmax(z, axis=-1).astype(jnp.int32))
+
+
 def exit_by_entropy(logits_: jax.Array, exit_layers: jax.Array,
                     layer_index: jax.Array, threshold: jax.Array) -> jax.Array:
   """Moves a token's exit to `layer_index` if it has not left yet and its

@@ -1,0 +1,182 @@
+"""The inference decoder (model/exit_decoder.py) against the masked training
+decoder kept as the reference: the same tokens and exit layers at every
+threshold, plain and soft exit, per-layer and scanned weights, padded slots;
+it stops after the last exit and computes running tokens only. The one-pass
+exit test against NumPy; the exported PyTorch `generate` stops early with the
+same outputs; the exit-cost warning."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from elmer_jax import decoding
+from elmer_jax.decoding import DecodeConfig
+from elmer_jax.model import Elmer, exit_decoder, off_ramp
+from tests.conftest import TINY, random_tokens
+from tests.test_decoding import _entropy, _plain_model
+from tests.test_export import export_and_load, random_params
+from tests.test_soft_exit import SOFT, random_soft_exit_model
+
+LAYERS = TINY.decoder_layers
+
+
+def _inputs(config, seed, batch=6, enc_len=12, dec_len=16):
+  """Encoder rows (one padded) and decoder slots of several oracle lengths."""
+  rng = np.random.default_rng(seed)
+  enc = random_tokens(rng, config, batch, enc_len)
+  enc[-1, 7:] = config.pad_id
+  lengths = np.array([dec_len, 3, 9, dec_len, 1, 12][:batch], np.int32)
+  dec = np.asarray(decoding.decoder_inputs(config, batch, dec_len,
+                                           jnp.asarray(lengths)))
+  return enc, dec
+
+
+def _thresholds(config, params, enc, dec):
+  """0, log V, and thresholds between the quantiles of the running tokens'
+  entropies at every layer, none within 1e-4 of an entropy (so float
+  differences cannot move a token across)."""
+  full = Elmer(config).apply({"params": params}, enc, dec,
+                             return_all_layers=True)
+  values = np.sort(_entropy(np.asarray(full.layer_logits)).ravel())
+  chosen = [0.0, float(np.log(config.vocab_size))]
+  for q in np.linspace(0.05, 0.95, 10):
+    i = int(q * (len(values) - 1))
+    gap = i + int(np.argmax(np.diff(values[i:i + 20])))
+    if values[gap + 1] - values[gap] > 2e-4:
+      chosen.append(float(values[gap] + values[gap + 1]) / 2)
+  return chosen
+
+
+def _model(soft, scan, seed):
+  config = (SOFT if soft else TINY).replace(scan_layers=scan)
+  if soft:
+    return config, random_soft_exit_model(config, seed)[2]
+  return config, _plain_model(seed=seed, config=config)[2]
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("scan", [False, True])
+def test_same_tokens_and_exit_layers_as_the_masked_decoder(soft, scan):
+  config, params = _model(soft, scan, seed=31)
+  enc, dec = _inputs(config, 32)
+  real = dec != config.pad_id
+  reference = jax.jit(Elmer(config).apply)
+  fast = jax.jit(exit_decoder.decode, static_argnums=(0,))
+  spread, stopped = set(), False
+  for threshold in _thresholds(config, params, enc, dec):
+    ref = reference({"params": params}, enc, dec,
+                    exit_threshold=threshold or None)
+    ref_exits = np.asarray(ref.exit_layers)
+    out = fast(config, params, enc, dec, jnp.float32(threshold))
+    np.testing.assert_array_equal(
+        np.asarray(out.tokens)[real],
+        np.asarray(jnp.argmax(ref.logits, -1))[real], err_msg=str(threshold))
+    np.testing.assert_array_equal(np.asarray(out.exit_layers)[real],
+                                  ref_exits[real], err_msg=str(threshold))
+    # Layers run: up to the last exit of a real slot, and no further.
+    assert int(out.layers_run) == ref_exits[real].max() + 1
+    assert int(out.slot_passes) <= int(out.layers_run) * dec.size
+    spread |= set(np.unique(ref_exits[real]).tolist())
+    stopped |= int(out.layers_run) < LAYERS
+  assert spread == set(range(LAYERS)) and stopped
+
+
+def test_stops_after_the_last_exit_and_computes_running_tokens_only():
+  config, params = _model(False, False, seed=33)
+  enc, dec = _inputs(config, 34)
+  fast = jax.jit(exit_decoder.decode, static_argnums=(0,))
+  everything = fast(config, params, enc, dec,
+                    jnp.float32(np.log(config.vocab_size)))
+  assert int(everything.layers_run) == 1
+  real = dec != config.pad_id  # Padding slots keep the last layer.
+  assert np.all(np.asarray(everything.exit_layers)[real] == 0)
+  none = jax.jit(exit_decoder.decode, static_argnums=(0, 4))(
+      config, params, enc, dec, 0.0)
+  assert int(none.layers_run) == LAYERS
+  assert int(none.slot_passes) == LAYERS * dec.size
+  # A threshold under which most tokens leave at layer 0: later layers run
+  # at a smaller capacity than all slots.
+  full = Elmer(config).apply({"params": params}, enc, dec,
+                             return_all_layers=True)
+  first = _entropy(np.asarray(full.layer_logits[0]))
+  threshold = float(np.quantile(first, 0.9))
+  some = fast(config, params, enc, dec, jnp.float32(threshold))
+  assert int(some.slot_passes) < int(some.layers_run) * dec.size
+  # Only padding slots never leave: an all-padding decoder row costs nothing.
+  dec_padded = dec.copy()
+  dec_padded[1:] = config.pad_id
+  padded = fast(config, params, enc, dec_padded, jnp.float32(threshold))
+  assert int(padded.layers_run) == np.asarray(some.exit_layers)[0].max() + 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_one_pass_exit_test_matches_numpy(dtype):
+  rng = np.random.default_rng(35)
+  config = TINY.replace(dtype=dtype)
+  weights = off_ramp.OffRampWeights(
+      rng.normal(size=(config.vocab_size, config.d_model)).astype(np.float32),
+      rng.normal(size=(config.vocab_size,)).astype(np.float32))
+  states = rng.normal(size=(3, 5, config.d_model)).astype(np.float32)
+  entropy, argmax = off_ramp.entropy_and_argmax(config, weights, states)
+  cast = (lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)
+          ) if dtype == "bfloat16" else (lambda x: x.astype(np.float64))
+  logits = cast(states) @ cast(weights.embedding).T + weights.bias
+  np.testing.assert_allclose(entropy, _entropy(logits), rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(argmax, logits.argmax(-1))
+
+
+def test_torch_generate_stops_early_with_the_same_outputs(tmp_path):
+  config = TINY
+  params = random_params(config, seed=36)
+  model = export_and_load(config, params, tmp_path / "hf")
+  enc, _ = _inputs(config, 37)
+  calls = []
+  for layer in model.model.decoder.layers:
+    layer.register_forward_hook(lambda *_: calls.append(1))
+  enc_t = torch.tensor(enc, dtype=torch.long)
+  runs = []
+  for threshold in (float(np.log(config.vocab_size)), 3.0, 4.0, 0.0):
+    calls.clear()
+    theirs = model.generate(enc_t, max_length=16, exit_threshold=threshold)
+    ran = len(calls)
+    ours = decoding.decode(config, params, enc,
+                           DecodeConfig(max_length=16,
+                                        exit_threshold=threshold))
+    np.testing.assert_array_equal(theirs.sequences.numpy(), ours.tokens)
+    np.testing.assert_array_equal(theirs.exit_layers.numpy(),
+                                  ours.exit_layers)
+    assert ran == int(ours.layers_run)
+    with torch.no_grad():  # Every layer, no stop: the same exits.
+      dec = model.decoder_inputs(enc.shape[0], 16)
+      full = model(enc_t, dec, exit_threshold=threshold)
+    assert int(full.exit_layers.max()) + 1 == ran
+    runs.append(ran)
+  assert runs[0] == 1 and runs[-1] == LAYERS
+
+
+def test_exit_cost_warning(caplog):
+  wide_vocab = TINY.replace(vocab_size=4096)
+  slots = np.ones((2, 8), bool)
+  late = np.full((2, 8), LAYERS - 2)
+  config = DecodeConfig(max_length=8, exit_threshold=1.0)
+  with caplog.at_level(logging.WARNING):
+    assert decoding.warn_if_exit_costs_more(wide_vocab, config, late, slots,
+                                            16)
+  assert "soft_exit=False" in caplog.text and "slower" in caplog.text
+  caplog.clear()
+  early = np.zeros((2, 8))  # Nobody pays for a test; everybody saves.
+  assert not decoding.warn_if_exit_costs_more(wide_vocab, config, early,
+                                              slots, 16)
+  assert not decoding.warn_if_exit_costs_more(
+      wide_vocab.replace(soft_exit=True), config, late, slots, 16)
+  assert not decoding.warn_if_exit_costs_more(
+      wide_vocab, DecodeConfig(max_length=8), late, slots, 16)
+  cost, saved = decoding.exit_test_flops(wide_vocab, late, slots, 16)
+  d, f = TINY.d_model, TINY.d_ff
+  assert cost == 16 * (LAYERS - 2) * 2 * d * 4096
+  assert saved == 16 * (8 * d * d + 4 * 24 * d + 4 * d * f)
+  assert not caplog.text
