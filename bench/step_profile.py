@@ -66,7 +66,7 @@ def _programs(config, batch):
     fixed = objectives.sample_exit_layers(jax.random.key(9), shape, layers,
                                           objective.exit_sampling)
 
-    def run(p, key):
+    def run(p, key, batch):
       exit_key, drop_key = jax.random.split(key)
       exits = (train_step.draw_exit_layers(exit_key, batch, layers,
                                            objective.exit_sampling)
@@ -74,7 +74,7 @@ def _programs(config, batch):
       loss = lambda q: sums_fn(q, batch, exits, drop_key,
                                deterministic)["loss_sum"]
       return jax.value_and_grad(loss)(p)
-    return jax.jit(run), (params, jax.random.key(1))
+    return jax.jit(run), (params, jax.random.key(1), batch)
 
   plain = train_step.ObjectiveConfig()
   full = train_step.make_train_step(config, opt, plain, 0, lambda s: 0.0)
@@ -84,13 +84,15 @@ def _programs(config, batch):
       "decoder_loss_weights"]
   exits = objectives.sample_exit_layers(jax.random.key(3), shape, layers)
 
-  def plain_head(s, e, b):
+  def plain_head(s, e, b, targets, weights, exits):
     logits = jnp.dot(s, e.T) + b
     return objectives.lplm_loss(logits, targets, weights, exits, layers)[0]
 
-  def fused_head(s, e, b):
+  def fused_head(s, e, b, targets, weights, exits):
     per_token = lm_head_loss.head_cross_entropy(s, e, b, targets)
     return objectives.lplm_sums(*per_token, weights, exits, layers)[0]
+
+  head_args = (states, table, bias, targets, weights, exits)
 
   per_token = lm_head_loss.head_cross_entropy(states, table, bias, targets)
   ids = jnp.concatenate([batch["encoder_input_tokens"],
@@ -111,18 +113,18 @@ def _programs(config, batch):
           lambda k: objectives.sample_exit_layers(k, shape, layers)),
                               (jax.random.key(4),)),
       "exit sampling (permutation)": (jax.jit(
-          lambda k: train_step.draw_exit_layers(k, batch, layers,
-                                                "permutation")),
-                                      (jax.random.key(4),)),
+          lambda k, b: train_step.draw_exit_layers(k, b, layers,
+                                                   "permutation")),
+                                      (jax.random.key(4), batch)),
       "LM head + loss, plain (fwd+bwd)": (jax.jit(jax.value_and_grad(
-          plain_head, argnums=(0, 1, 2))), (states, table, bias)),
+          plain_head, argnums=(0, 1, 2))), head_args),
       "LM head + loss, fused (fwd+bwd)": (jax.jit(jax.value_and_grad(
-          fused_head, argnums=(0, 1, 2))), (states, table, bias)),
+          fused_head, argnums=(0, 1, 2))), head_args),
       "per-exit-layer metric sums": (jax.jit(
-          lambda *a: objectives.lplm_sums(*a, weights, exits, layers)),
-                                     per_token),
+          lambda *a: objectives.lplm_sums(*a, layers)),
+                                     per_token + (weights, exits)),
       "embedding gathers (fwd+bwd)": (jax.jit(jax.grad(
-          lambda e: jnp.sum(jnp.take(e, ids, axis=0) ** 2))), (table,)),
+          lambda e, i: jnp.sum(jnp.take(e, i, axis=0) ** 2))), (table, ids)),
       "dropout bits (as many as the step draws)": (jax.jit(
           lambda k: jax.random.bernoulli(k, 0.9, (_dropout_draws(
               config, shape[0], _ENC_LEN.value, shape[1]),)).sum()),
