@@ -11,10 +11,17 @@ bench/data_pipeline.py for that). MFU = model matmul FLOPs
       --encoder_length=128 --decoder_length=128 --steps=3
   python bench/train_throughput.py --gin_file=models/base.gin --batch=32 \
       --gin="config.ElmerConfig.dtype='bfloat16'" --peak_tflops=989
+
+`--peer` also times the PyTorch peer (bench/torch_peer.py: stock
+transformers BART, the same LPLM copy-on-exit loss, AdamW) on the same batch
+with the same thread count, right after, and prints both and the ratio.
+`--skip_exited_tokens` (with `--exit_sampling=permutation`) adds the executed
+FLOPs beside the model FLOPs.
 """
 
 import dataclasses
 import json
+import os
 import resource
 import time
 
@@ -24,8 +31,10 @@ import numpy as np
 
 from elmer_jax import flops, gin_utils, partitioning
 from elmer_jax.model.params import count_params
+from elmer_jax.model.running_tokens import running_capacity
+from elmer_jax.objectives import EXIT_SAMPLING
 from elmer_jax.training import loop
-from elmer_jax.training.train_step import ObjectiveConfig
+from elmer_jax.training.train_step import DROPOUT_PRNGS, ObjectiveConfig
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", ["models/tiny.gin"],
                                        "Gin files defining MODEL_CONFIG.")
@@ -40,6 +49,17 @@ _OPTIMIZER = flags.DEFINE_enum("optimizer", "adamw", ["adamw", "adafactor"],
 _MESH = flags.DEFINE_list("ici", ["-1", "1", "1"], "(data, fsdp, tensor).")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0,
                            "Device peak TFLOP/s for MFU; 0 leaves MFU out.")
+_SAMPLING = flags.DEFINE_enum("exit_sampling", "iid", EXIT_SAMPLING,
+                              "ObjectiveConfig.exit_sampling.")
+_FUSED_LOSS = flags.DEFINE_bool("fused_loss", False,
+                                "ObjectiveConfig.fused_loss.")
+_SKIP = flags.DEFINE_bool("skip_exited_tokens", False,
+                          "ObjectiveConfig.skip_exited_tokens.")
+_DROPOUT_PRNG = flags.DEFINE_enum("dropout_prng", "threefry2x32",
+                                  DROPOUT_PRNGS, "ObjectiveConfig.dropout_prng.")
+_PEER = flags.DEFINE_bool("peer", False, "Also time the PyTorch peer.")
+_PEER_STEPS = flags.DEFINE_integer("peer_steps", 0,
+                                   "Peer's timed steps (0: --steps).")
 
 
 def _batch(config, batch: int, enc: int, dec: int) -> dict[str, np.ndarray]:
@@ -64,13 +84,17 @@ def main(argv):
       base, batch_size=_BATCH.value, encoder_length=_ENC_LEN.value,
       decoder_length=_DEC_LEN.value,
       mesh=partitioning.MeshConfig(ici=tuple(int(x) for x in _MESH.value)),
-      objective=ObjectiveConfig(microbatches=_MICRO.value),
+      objective=ObjectiveConfig(
+          microbatches=_MICRO.value, exit_sampling=_SAMPLING.value,
+          fused_loss=_FUSED_LOSS.value, skip_exited_tokens=_SKIP.value,
+          dropout_prng=_DROPOUT_PRNG.value),
       optimizer=dataclasses.replace(base.optimizer, name=_OPTIMIZER.value))
   program = loop.build(model_config, config)
+  host_batch = _batch(model_config, _BATCH.value, _ENC_LEN.value,
+                      _DEC_LEN.value)
   with program.context():
-    batch = {k: jax.device_put(v, program.data_sharding) for k, v in
-             _batch(model_config, _BATCH.value, _ENC_LEN.value,
-                    _DEC_LEN.value).items()}
+    batch = {k: jax.device_put(v, program.data_sharding)
+             for k, v in host_batch.items()}
     state = program.init()
     start = time.perf_counter()
     compiled = program.step.lower(state, batch).compile()
@@ -85,6 +109,11 @@ def main(argv):
 
   model_flops = _BATCH.value * flops.train_flops(model_config, _ENC_LEN.value,
                                                  _DEC_LEN.value)
+  executed_flops = model_flops
+  if _SKIP.value:
+    executed_flops = _BATCH.value * flops.train_flops(
+        model_config, _ENC_LEN.value, _DEC_LEN.value,
+        running_capacity(_DEC_LEN.value, model_config.decoder_layers))
   device_memory = jax.devices()[0].memory_stats() or {}
   result = {
       "bench": "train_throughput",
@@ -93,6 +122,9 @@ def main(argv):
       "mesh": dict(program.mesh.shape),
       "params": count_params(model_config),
       "dtype": model_config.dtype,
+      "attention_impl": model_config.attention_impl,
+      "fused_qkv": model_config.fused_qkv,
+      "objective": dataclasses.asdict(config.objective),
       "optimizer": _OPTIMIZER.value,
       "batch": _BATCH.value,
       "microbatches": _MICRO.value,
@@ -102,6 +134,8 @@ def main(argv):
       "step_s": round(step_s, 5),
       "tokens_per_s": round(_BATCH.value * (_ENC_LEN.value + _DEC_LEN.value)
                             / step_s, 1),
+      "model_flops_per_step": model_flops,
+      "executed_flops_per_step": executed_flops,
       "model_tflops_per_s": round(model_flops / step_s / 1e12, 4),
       "loss": float(metrics["loss_sum"] / metrics["weight_sum"]),
       "peak_device_bytes": device_memory.get("peak_bytes_in_use"),
@@ -111,6 +145,16 @@ def main(argv):
   if _PEAK.value:
     result["mfu"] = round(model_flops / step_s / (
         _PEAK.value * 1e12 * jax.device_count()), 4)
+  if _PEER.value:
+    import torch_peer  # bench/, the script's directory; torch only if asked
+    peer = torch_peer.time_steps(model_config, host_batch,
+                                 _PEER_STEPS.value or _STEPS.value,
+                                 threads=os.cpu_count())
+    peer["tokens_per_s"] = round(
+        _BATCH.value * (_ENC_LEN.value + _DEC_LEN.value) / peer["step_s"], 1)
+    result["peer"] = peer
+    result["throughput_ratio"] = round(peer["step_s"] / step_s, 3)
+  result["load_average"] = os.getloadavg()
   print(json.dumps(result))
 
 

@@ -90,8 +90,17 @@ def lplm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array,
   """
   objective, nll, z_term = cross_entropy(logits, targets, label_smoothing,
                                          z_loss)
-  weights = weights.astype(jnp.float32)
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  return lplm_sums(objective, nll, z_term, correct, weights, exit_layers,
+                   num_layers)
+
+
+def lplm_sums(objective: jax.Array, nll: jax.Array, z_term: jax.Array,
+              correct: jax.Array, weights: jax.Array, exit_layers: jax.Array,
+              num_layers: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`lplm_loss` from per-token (objective, cross-entropy, z-term, correct),
+  e.g. those of `lm_head_loss.head_cross_entropy`."""
+  weights = weights.astype(jnp.float32)
   per_layer = jax.nn.one_hot(exit_layers, num_layers) * weights[..., None]
   sums = {
       "loss_sum": jnp.sum(objective * weights),

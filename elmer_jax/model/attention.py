@@ -4,7 +4,7 @@ ELMER's decoder self-attention is bidirectional, so every mask here is a
 padding (or packing-segment) mask; there is no causal mask anywhere.
 """
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -43,34 +43,75 @@ class Projection(nn.Module):
 
   Written out rather than nn.DenseGeneral: DenseGeneral initialises a flat 2-D
   kernel and reshapes it, and flax's shape check replays that init under the
-  logical-axis rules, applying the 3-axis sharding to the 2-D array.
+  logical-axis rules, applying the 3-axis sharding to the 2-D array. Built in
+  `setup` so that a fused projection can read the weights without applying
+  them (`weights`).
   """
 
   config: ElmerConfig
   in_axes: tuple[str, ...]
   out_axes: tuple[str, ...]
+  in_shape: tuple[int, ...]
   out_shape: tuple[int, ...]
 
-  @nn.compact
-  def __call__(self, inputs: jax.Array) -> jax.Array:
+  def setup(self):
     cfg = self.config
-    n_in = len(self.in_axes)
-    in_shape = inputs.shape[-n_in:]
-    kernel = self.param(
+    self.kernel = self.param(
         "kernel",
         initializers.normal(cfg.init_std, self.in_axes + self.out_axes),
-        in_shape + self.out_shape, cfg.weight_dtype)
-    bias = self.param("bias", initializers.zeros(self.out_axes),
-                      self.out_shape, cfg.weight_dtype)
-    dtype = cfg.compute_dtype
-    contract = tuple(range(inputs.ndim - n_in, inputs.ndim))
-    out = jax.lax.dot_general(inputs.astype(dtype), kernel.astype(dtype),
-                              ((contract, tuple(range(n_in))), ((), ())))
-    return out + bias.astype(dtype)
+        self.in_shape + self.out_shape, cfg.weight_dtype)
+    self.bias = self.param("bias", initializers.zeros(self.out_axes),
+                           self.out_shape, cfg.weight_dtype)
+
+  def weights(self) -> tuple[jax.Array, jax.Array]:
+    return self.kernel, self.bias
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    return project(self.config, inputs, self.kernel, self.bias,
+                   len(self.in_axes))
+
+
+def project(config: ElmerConfig, inputs: jax.Array, kernel: jax.Array,
+            bias: jax.Array, n_in: int) -> jax.Array:
+  """inputs @ kernel + bias, contracting the last `n_in` axes of `inputs`
+  with the first `n_in` of `kernel`, in the compute dtype."""
+  dtype = config.compute_dtype
+  contract = tuple(range(inputs.ndim - n_in, inputs.ndim))
+  out = jax.lax.dot_general(inputs.astype(dtype), kernel.astype(dtype),
+                            ((contract, tuple(range(n_in))), ((), ())))
+  return out + bias.astype(dtype)
+
+
+def fused_project(config: ElmerConfig, inputs: jax.Array,
+                  projections: Sequence[Projection]) -> list[jax.Array]:
+  """Several (embed -> heads, kv) projections of the same inputs as one
+  matmul over their kernels concatenated on the heads axis (a compute-time
+  concatenation: the parameters stay separate)."""
+  kernels, biases = zip(*(p.weights() for p in projections))
+  out = project(config, inputs, jnp.concatenate(kernels, axis=1),
+                jnp.concatenate(biases, axis=0), 1)
+  return jnp.split(out, len(projections), axis=-2)
+
+
+def _plain_attention(cfg: ElmerConfig, query, key, value, mask,
+                     dropout: nn.Module) -> jax.Array:
+  query = query * jnp.asarray(cfg.head_dim**-0.5, query.dtype)
+  scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                      preferred_element_type=jnp.float32)
+  scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", dropout(weights), value)
 
 
 class MultiHeadAttention(nn.Module):
-  """Scaled dot-product attention with BART's biased q/k/v/out projections."""
+  """Scaled dot-product attention with BART's biased q/k/v/out projections.
+
+  `ElmerConfig.attention_impl`: `plain` (einsums, attention dropout) or
+  `xla` / `cudnn` (`jax.nn.dot_product_attention`; cuDNN flash attention
+  needs a GPU and bf16/fp16), which has no attention dropout.
+  `ElmerConfig.fused_qkv`: one matmul for q, k and v (self-attention) or k and
+  v (cross-attention), over kernels concatenated at compute time.
+  """
 
   config: ElmerConfig
   deterministic: bool = True
@@ -80,23 +121,36 @@ class MultiHeadAttention(nn.Module):
                mask: jax.Array) -> jax.Array:
     cfg = self.config
     head_axes = ("batch", "length", "heads", "kv")
-
-    def project(name: str) -> Projection:
-      return Projection(cfg, ("embed",), ("heads", "kv"),
-                        (cfg.num_heads, cfg.head_dim), name=name)
-
-    query = nn.with_logical_constraint(project("q_proj")(inputs_q), head_axes)
-    key = nn.with_logical_constraint(project("k_proj")(inputs_kv), head_axes)
-    value = nn.with_logical_constraint(project("v_proj")(inputs_kv), head_axes)
-
-    query = query * jnp.asarray(cfg.head_dim**-0.5, query.dtype)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
-                        preferred_element_type=jnp.float32)
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-    weights = nn.Dropout(cfg.attention_dropout_rate)(
-        weights, deterministic=self.deterministic)
-    context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+    q_proj, k_proj, v_proj = (
+        Projection(cfg, ("embed",), ("heads", "kv"), (cfg.d_model,),
+                   (cfg.num_heads, cfg.head_dim), name=name)
+        for name in ("q_proj", "k_proj", "v_proj"))
+    if not cfg.fused_qkv:
+      query, key, value = q_proj(inputs_q), k_proj(inputs_kv), v_proj(inputs_kv)
+    elif inputs_q is inputs_kv:
+      query, key, value = fused_project(cfg, inputs_q, (q_proj, k_proj, v_proj))
+    else:
+      query = q_proj(inputs_q)
+      key, value = fused_project(cfg, inputs_kv, (k_proj, v_proj))
+    query, key, value = (nn.with_logical_constraint(x, head_axes)
+                         for x in (query, key, value))
+    dropout = nn.Dropout(cfg.attention_dropout_rate)
+    if cfg.attention_impl == "plain":
+      context = _plain_attention(
+          cfg, query, key, value, mask,
+          lambda w: dropout(w, deterministic=self.deterministic))
+    else:
+      if not self.deterministic and cfg.attention_dropout_rate > 0:
+        raise ValueError(
+            f"ElmerConfig.attention_impl={cfg.attention_impl!r} "
+            "(jax.nn.dot_product_attention) has no attention dropout, but "
+            f"ElmerConfig.attention_dropout_rate={cfg.attention_dropout_rate} "
+            "in training; set it to 0.0 or use attention_impl='plain'.")
+      context = jax.nn.dot_product_attention(
+          query, key, value, mask=jnp.broadcast_to(
+              mask, mask.shape[:2] + (query.shape[1], key.shape[1])),
+          implementation=cfg.attention_impl)
     context = nn.with_logical_constraint(context, head_axes)
-    return Projection(cfg, ("heads", "kv"), ("embed",), (cfg.d_model,),
+    return Projection(cfg, ("heads", "kv"), ("embed",),
+                      (cfg.num_heads, cfg.head_dim), (cfg.d_model,),
                       name="out_proj")(context)

@@ -9,6 +9,9 @@ import jax.numpy as jnp
 
 # Remat policies by name: names are what gin files and flags carry.
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+# `plain`: einsums with attention dropout; `xla`, `cudnn`:
+# jax.nn.dot_product_attention with that implementation (no attention dropout).
+ATTENTION_IMPLS = ("plain", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,10 @@ class ElmerConfig:
   param_dtype: str = "float32"
   scan_layers: bool = False
   remat_policy: str = "none"
+  attention_impl: str = "plain"
+  # One matmul for q/k/v (k/v in cross-attention), kernels concatenated at
+  # compute time: the parameters stay q_proj, k_proj, v_proj.
+  fused_qkv: bool = False
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -50,6 +57,10 @@ class ElmerConfig:
       raise ValueError(
           f"ElmerConfig.remat_policy={self.remat_policy!r}; expected one of "
           f"{REMAT_POLICIES}.")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(
+          f"ElmerConfig.attention_impl={self.attention_impl!r}; expected one "
+          f"of {ATTENTION_IMPLS}.")
     for name in ("pad_id", "bos_id", "eos_id", "unk_id", "mask_id"):
       value = getattr(self, name)
       if not 0 <= value < self.vocab_size:

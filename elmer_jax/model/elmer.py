@@ -20,6 +20,7 @@ from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.decoder import Decoder
 from elmer_jax.model.embeddings import token_embedder
 from elmer_jax.model.encoder import Encoder
+from elmer_jax.model.running_tokens import RunningTokensDecoder
 
 
 @flax.struct.dataclass
@@ -31,11 +32,14 @@ class ElmerOutput:
   only when asked for.
   `exit_layers`: (batch, length) int32, the layer each token left at: the
   given ones, or earlier where entropy early exit moved them.
+  `exit_states`: (batch, length, embed), the states `logits` are read from
+  (unused logits cost nothing under jit).
   """
 
   logits: jax.Array
   exit_layers: jax.Array
   layer_logits: Optional[jax.Array] = None
+  exit_states: Optional[jax.Array] = None
 
 
 def _concrete(x) -> Optional[np.ndarray]:
@@ -120,15 +124,24 @@ def validate_inputs(config: ElmerConfig, encoder_input_tokens,
 
 
 class Elmer(nn.Module):
-  """ELMER: encoder, bidirectional decoder with copy-on-exit, tied off-ramps."""
+  """ELMER: encoder, bidirectional decoder with copy-on-exit, tied off-ramps.
+
+  `running_capacity` (training, LPLM): per decoder layer the most tokens per
+  row still running there; the decoder then skips exited tokens' work
+  (model/running_tokens.py). None: the dense decoder.
+  """
 
   config: ElmerConfig
+  running_capacity: Optional[tuple[int, ...]] = None
 
   def setup(self):
     cfg = self.config
     self.shared = token_embedder(cfg)
     self.encoder = Encoder(cfg, self.shared)
-    self.decoder = Decoder(cfg, self.shared)
+    self.decoder = (
+        Decoder(cfg, self.shared) if self.running_capacity is None else
+        RunningTokensDecoder(cfg, self.shared,
+                             capacity=tuple(self.running_capacity)))
     self.final_logits_bias = self.param(
         "final_logits_bias", initializers.zeros(("vocab",)),
         (cfg.vocab_size,), cfg.weight_dtype)
@@ -191,7 +204,8 @@ class Elmer(nn.Module):
         exit_threshold=(None if exit_threshold is None else
                         jnp.asarray(exit_threshold, jnp.float32)))
     return ElmerOutput(logits=self.off_ramp(exit_states),
-                       exit_layers=exit_layers, layer_logits=layer_logits)
+                       exit_layers=exit_layers, layer_logits=layer_logits,
+                       exit_states=exit_states)
 
   def __call__(self, encoder_input_tokens: jax.Array,
                decoder_input_tokens: jax.Array,

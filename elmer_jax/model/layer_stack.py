@@ -21,6 +21,14 @@ _REMAT_POLICIES = {
 }
 
 
+def remat(layer: Type[nn.Module], config: ElmerConfig) -> Type[nn.Module]:
+  """`layer` under `ElmerConfig.remat_policy` (itself for `none`)."""
+  if config.remat_policy == "none":
+    return layer
+  return nn.remat(layer, policy=_REMAT_POLICIES[config.remat_policy],
+                  prevent_cse=not config.scan_layers)
+
+
 def run_layers(layer: Type[nn.Module], config: ElmerConfig, num_layers: int,
                deterministic: bool, carry: Any, broadcast: Sequence[Any],
                name: str = "layers", **layer_kwargs) -> tuple[Any, Any]:
@@ -29,9 +37,7 @@ def run_layers(layer: Type[nn.Module], config: ElmerConfig, num_layers: int,
   Layers return (carry, output); outputs come back stacked on a leading axis.
   Must be called from a compact method (the layers become its children).
   """
-  if config.remat_policy != "none":
-    layer = nn.remat(layer, policy=_REMAT_POLICIES[config.remat_policy],
-                     prevent_cse=not config.scan_layers)
+  layer = remat(layer, config)
   indices = jnp.arange(num_layers, dtype=jnp.int32)
   if config.scan_layers:
     scanned = nn.scan(

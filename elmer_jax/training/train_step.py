@@ -17,15 +17,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from elmer_jax import objectives
+from elmer_jax import lm_head_loss, objectives
 from elmer_jax.model import Elmer
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.off_ramp import GOLD_MIX_RNG
 from elmer_jax.model.params import init_params
+from elmer_jax.model.running_tokens import running_capacity
 
 Batch = Mapping[str, jax.Array]
 
 OBJECTIVES = ("lplm", "soft_exit")
+# jax.random implementations the dropout key may use ("rbg" family: cheaper
+# random bits on accelerators than threefry).
+DROPOUT_PRNGS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
 @flax.struct.dataclass
@@ -43,6 +47,15 @@ class ObjectiveConfig:
   or `soft_exit` (the mean of all layers' losses; needs
   `ElmerConfig.soft_exit`; in training each fed-back token is the gold label
   with probability `gold_mix_rate`, never in evaluation).
+
+  Speed settings (each exact, tested against the plain path):
+  `fused_loss`: LPLM's tied LM head and cross-entropy as one custom-VJP
+  function (lm_head_loss.py), the vocabulary padded to `vocab_multiple` at
+  compute time. `dropout_prng`: the PRNG of dropout keys (exit layers always
+  use threefry); part of the run's config, so a resumed run draws the same
+  masks. `skip_exited_tokens`: decoder layers run queries, cross-attention
+  and the FFN only on tokens that have not exited (model/running_tokens.py;
+  needs `permutation` sampling and unpacked batches).
   """
 
   exit_sampling: str = "iid"
@@ -51,8 +64,25 @@ class ObjectiveConfig:
   microbatches: int = 1
   name: str = "lplm"
   gold_mix_rate: float = 0.3
+  fused_loss: bool = False
+  vocab_multiple: int = 128
+  dropout_prng: str = "threefry2x32"
+  skip_exited_tokens: bool = False
 
   def __post_init__(self):
+    if self.dropout_prng not in DROPOUT_PRNGS:
+      raise ValueError(f"ObjectiveConfig.dropout_prng={self.dropout_prng!r}; "
+                       f"expected one of {DROPOUT_PRNGS}.")
+    if self.skip_exited_tokens and (self.name != "lplm"
+                                    or self.exit_sampling != "permutation"):
+      raise ValueError(
+          "ObjectiveConfig.skip_exited_tokens needs name='lplm' and "
+          "exit_sampling='permutation' (which bounds the tokens running per "
+          f"layer); got name={self.name!r}, "
+          f"exit_sampling={self.exit_sampling!r}.")
+    if self.vocab_multiple < 1:
+      raise ValueError(f"ObjectiveConfig.vocab_multiple={self.vocab_multiple}"
+                       " must be >= 1.")
     if self.name not in OBJECTIVES:
       raise ValueError(f"ObjectiveConfig.name={self.name!r}; expected one of "
                        f"{OBJECTIVES}.")
@@ -88,6 +118,17 @@ def draw_exit_layers(key: jax.Array, batch: Batch, num_layers: int,
       sequences)
 
 
+def _poison_on_overflow(sums: dict[str, jax.Array], exits: jax.Array,
+                        model: Elmer) -> dict[str, jax.Array]:
+  """A NaN loss (the loop stops on it, naming the step) if some row has more
+  running tokens at a layer than the decoder computed: exits that did not
+  come from `permutation` sampling."""
+  layers = jnp.arange(len(model.running_capacity))
+  running = jnp.sum(exits[..., None] >= layers, axis=-2)
+  overflow = jnp.any(running > jnp.asarray(model.running_capacity))
+  return dict(sums, loss_sum=jnp.where(overflow, jnp.nan, sums["loss_sum"]))
+
+
 def make_loss_sums(model_config: ElmerConfig, objective: ObjectiveConfig
                    ) -> Callable[..., dict[str, jax.Array]]:
   """Returns loss_sums(params, batch, exits, dropout_key, deterministic) ->
@@ -100,15 +141,38 @@ def make_loss_sums(model_config: ElmerConfig, objective: ObjectiveConfig
         f"ElmerConfig.soft_exit={objective.name == 'soft_exit'} (the "
         f"`concat_head`); got soft_exit={model_config.soft_exit}.")
 
+  def lplm_model(batch) -> Elmer:
+    if not objective.skip_exited_tokens:
+      return model
+    if "decoder_segment_ids" in batch:
+      raise ValueError("ObjectiveConfig.skip_exited_tokens needs unpacked "
+                       "batches (TrainConfig.pack=False): a packed row's "
+                       "segment count does not bound its running tokens.")
+    return Elmer(model_config, running_capacity=running_capacity(
+        batch["decoder_input_tokens"].shape[1], model_config.decoder_layers))
+
   def loss_sums(params, batch, exits, dropout_key, deterministic=False):
-    out = model.apply({"params": params}, batch["encoder_input_tokens"],
-                      batch["decoder_input_tokens"], exits,
-                      deterministic=deterministic,
-                      rngs={"dropout": dropout_key}, **_model_inputs(batch))
-    _, sums = objectives.lplm_loss(
-        out.logits, batch["decoder_target_tokens"],
-        batch["decoder_loss_weights"], exits, model_config.decoder_layers,
-        label_smoothing=objective.label_smoothing, z_loss=objective.z_loss)
+    out = lplm_model(batch).apply(
+        {"params": params}, batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"], exits, deterministic=deterministic,
+        rngs={"dropout": dropout_key}, **_model_inputs(batch))
+    targets, weights = (batch["decoder_target_tokens"],
+                        batch["decoder_loss_weights"])
+    if objective.fused_loss:
+      per_token = lm_head_loss.head_cross_entropy(
+          out.exit_states, params["shared"]["embedding"],
+          params["final_logits_bias"], targets,
+          dtype=model_config.compute_dtype,
+          vocab_multiple=objective.vocab_multiple,
+          label_smoothing=objective.label_smoothing, z_loss=objective.z_loss)
+      _, sums = objectives.lplm_sums(*per_token, weights, exits,
+                                     model_config.decoder_layers)
+    else:
+      _, sums = objectives.lplm_loss(
+          out.logits, targets, weights, exits, model_config.decoder_layers,
+          label_smoothing=objective.label_smoothing, z_loss=objective.z_loss)
+    if objective.skip_exited_tokens:
+      sums = _poison_on_overflow(sums, exits, lplm_model(batch))
     return sums
 
   def soft_exit_sums(params, batch, exits, dropout_key, deterministic=False):
@@ -138,6 +202,8 @@ def make_train_step(model_config: ElmerConfig,
   """Returns step(state, batch) -> (state, metric sums + grad_norm, lr)."""
   loss_sums = make_loss_sums(model_config, objective)
   root = jax.random.key(seed)
+  dropout_root = (None if objective.dropout_prng == "threefry2x32" else
+                  jax.random.key(seed, impl=objective.dropout_prng))
 
   def differentiable(params, batch, exits, dropout_key):
     sums = loss_sums(params, batch, exits, dropout_key)
@@ -146,6 +212,8 @@ def make_train_step(model_config: ElmerConfig,
   def step(state: TrainState, batch: Batch):
     key = jax.random.fold_in(root, state.step)
     exit_key, dropout_key = jax.random.split(key)
+    if dropout_root is not None:
+      dropout_key = jax.random.fold_in(dropout_root, state.step)
     targets = batch["decoder_target_tokens"]
     exits = draw_exit_layers(exit_key, batch, model_config.decoder_layers,
                              objective.exit_sampling)

@@ -1,0 +1,120 @@
+"""The tied LM head and its cross-entropy as one function with its own VJP.
+
+The plain path materialises fp32 (batch, length, vocab) logits, log-softmax
+and a one-hot scatter in the backward pass, each a full round trip through
+memory. Here the logits stay in the compute dtype (bf16 on accelerators),
+every reduction over the vocabulary is done in fp32, and the backward pass is
+`softmax - one_hot` written elementwise (an iota compare, no scatter) followed
+by the two matmuls of the head. The vocabulary is padded to a multiple of
+`vocab_multiple` at compute time only: padded columns get -inf logits, so the
+result equals the unpadded head; parameters and checkpoints are unchanged.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+def _padded(embedding: jax.Array, bias: jax.Array, multiple: int):
+  vocab = embedding.shape[0]
+  extra = -vocab % max(multiple, 1)
+  return (jnp.pad(embedding, ((0, extra), (0, 0))), jnp.pad(bias, (0, extra)),
+          vocab)
+
+
+def _forward_parts(states, embedding, bias, targets, dtype, multiple):
+  table, bias_padded, vocab = _padded(embedding, bias, multiple)
+  logits = jnp.einsum("...d,vd->...v", states.astype(dtype),
+                      table.astype(dtype),
+                      preferred_element_type=dtype)
+  logits = logits + bias_padded.astype(dtype)
+  columns = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  valid = columns < vocab
+  wide = jnp.where(valid, logits.astype(jnp.float32), -jnp.inf)
+  top = jnp.max(wide, axis=-1)
+  log_z = top + jnp.log(jnp.sum(jnp.exp(wide - top[..., None]), axis=-1))
+  is_target = columns == targets[..., None]
+  target_logit = jnp.sum(jnp.where(is_target, wide, 0.0), axis=-1)
+  # Lowest index among the maxima, as jnp.argmax picks.
+  first_max = jnp.min(jnp.where(wide == top[..., None], columns, vocab),
+                      axis=-1)
+  mean_logit = jnp.sum(jnp.where(valid, wide, 0.0), axis=-1) / vocab
+  return logits, log_z, target_logit, mean_logit, first_max, vocab
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _head_loss(states, embedding, bias, targets, dtype, multiple,
+               label_smoothing, z_loss):
+  out, _ = _head_loss_fwd(states, embedding, bias, targets, dtype, multiple,
+                          label_smoothing, z_loss)
+  return out
+
+
+def _head_loss_fwd(states, embedding, bias, targets, dtype, multiple,
+                   label_smoothing, z_loss):
+  logits, log_z, target_logit, mean_logit, first_max, _ = _forward_parts(
+      states, embedding, bias, targets, dtype, multiple)
+  nll = log_z - target_logit
+  smooth = log_z - mean_logit
+  z_term = z_loss * jnp.square(log_z)
+  objective = (1.0 - label_smoothing) * nll + label_smoothing * smooth + z_term
+  correct = (first_max == targets).astype(jnp.float32)
+  residuals = (states, embedding, bias, targets, logits, log_z)
+  return (objective, nll, z_term, correct), residuals
+
+
+def _head_loss_bwd(dtype, multiple, label_smoothing, z_loss, residuals,
+                   cotangents):
+  states, embedding, bias, targets, logits, log_z = residuals
+  g_objective, g_nll, g_z, _ = cotangents
+  vocab = embedding.shape[0]
+  table, _, _ = _padded(embedding, bias, multiple)
+  columns = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  valid = columns < vocab
+  probs = jnp.where(valid, jnp.exp(logits.astype(jnp.float32)
+                                   - log_z[..., None]), 0.0)
+  # d/dlogits of objective, nll and z-term, per token, as coefficients of
+  # softmax, one_hot(target) and the uniform 1/V of label smoothing.
+  on_softmax = (g_objective * (1.0 + 2.0 * z_loss * log_z) + g_nll
+                + g_z * 2.0 * z_loss * log_z)
+  on_target = g_objective * (1.0 - label_smoothing) + g_nll
+  on_uniform = g_objective * label_smoothing / vocab
+  d_logits = (probs * on_softmax[..., None]
+              - jnp.where(columns == targets[..., None], on_target[..., None],
+                          0.0)
+              - jnp.where(valid, on_uniform[..., None], 0.0))
+  d_low = d_logits.astype(dtype)
+  d_states = jnp.einsum("...v,vd->...d", d_low, table.astype(dtype),
+                        preferred_element_type=jnp.float32)
+  batch_axes = tuple(range(d_logits.ndim - 1))
+  d_table = jnp.tensordot(d_low, states.astype(dtype),
+                          axes=(batch_axes, batch_axes),
+                          preferred_element_type=jnp.float32)
+  d_bias = jnp.sum(d_logits, axis=batch_axes)[:vocab]
+  return (d_states.astype(states.dtype),
+          d_table[:vocab].astype(embedding.dtype), d_bias.astype(bias.dtype),
+          None)
+
+
+_head_loss.defvjp(_head_loss_fwd, _head_loss_bwd)
+
+
+def head_cross_entropy(states: jax.Array, embedding: jax.Array,
+                       bias: jax.Array, targets: jax.Array, *,
+                       dtype: jnp.dtype = jnp.float32,
+                       vocab_multiple: int = 128,
+                       label_smoothing: float = 0.0, z_loss: float = 0.0
+                       ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Per-token (objective, cross-entropy, z-loss term, correct) of the tied
+  head `states @ embedding.T + bias`, as `objectives.cross_entropy` and
+  `argmax == targets` compute them from the plain head's logits.
+
+  `states`: (..., embed); `embedding`: (vocab, embed); `targets`: (...) ids.
+  """
+  if targets.shape != states.shape[:-1]:
+    raise ValueError(f"targets have shape {tuple(targets.shape)}; expected "
+                     f"{tuple(states.shape[:-1])} (the states' token axes).")
+  return _head_loss(states, embedding, bias, targets.astype(jnp.int32),
+                    jnp.dtype(dtype), int(vocab_multiple),
+                    float(label_smoothing), float(z_loss))
