@@ -8,7 +8,7 @@ from elmer_jax import gin_utils
 from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
 from tests import hf_reference
-from tests.conftest import TINY, random_tokens
+from tests.helpers import TINY, random_tokens
 
 
 def _config(size: str):
