@@ -1,16 +1,34 @@
-# `make demo` and `make test` set up .venv on first use (see README.md).
+# `make demo` and `make test` set up .venv on first use (see README.md): it
+# holds exactly the versions in requirements.lock, which `make lock` makes
+# from requirements.txt.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+LOCK := requirements.lock
+LOCK_VENV := $(or $(TMPDIR),/tmp)/elmer_jax_lock_venv
 
-.PHONY: demo demo-clean test test-slow bench clean
+.PHONY: demo demo-clean test test-integration test-slow test-all lock bench \
+  clean
 
-$(INSTALLED): requirements.txt pyproject.toml
+# --no-deps: the lock lists every package, so pip resolves nothing and
+# installs nothing else; the build of our package uses the locked setuptools.
+$(INSTALLED): $(LOCK) pyproject.toml tools/lock.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) tools/lock.py python $(LOCK)
+	$(PY) -m pip install -q --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	$(PY) tools/lock.py check $(LOCK)
 	touch $@
+
+# Resolves requirements.txt afresh in a new venv and writes what it installed.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q -r requirements.txt
+	$(LOCK_VENV)/bin/python tools/lock.py write $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 # The tiny ELMER pretrains (LPLM) on the bundled Wikipedia sample on CPU
 # (rerunning resumes from the last checkpoint; `make demo-clean` starts
@@ -29,11 +47,20 @@ demo: $(INSTALLED)
 demo-clean:
 	rm -rf $(DEMO_DIR)
 
+# Tiers (markers in pyproject.toml): unit and parity tests by default;
+# integration = training runs, CLI subprocesses, multi-process and launches;
+# slow = kill/resume, base-size parity, long learning runs.
 test: $(INSTALLED)
 	$(PY) -m pytest -q
 
+test-integration: $(INSTALLED)
+	$(PY) -m pytest -q -m "integration and not slow"
+
 test-slow: $(INSTALLED)
 	$(PY) -m pytest -q -m slow
+
+test-all: $(INSTALLED)
+	$(PY) -m pytest -q -m ""
 
 bench: $(INSTALLED)
 	$(PY) bench/train_throughput.py --gin_file=models/tiny.gin

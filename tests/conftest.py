@@ -1,4 +1,5 @@
-"""Shared test fixtures: tiny configs and random Hugging Face BART references."""
+"""Test session settings (8 fake CPU devices, offline HF, fp32 matmuls, one
+compilation cache) and shared fixtures; plain helpers live in helpers.py."""
 
 import os
 
@@ -9,12 +10,13 @@ import json
 import tempfile
 
 import jax
-import numpy as np
 import pytest
 import tokenizers
 
 from elmer_jax.model.config import ElmerConfig
 from tasks import pretraining
+# Re-exported for test files written before helpers.py.
+from tests.helpers import BPE_EXTRA_TEXT, TINY, random_tokens  # noqa: F401  pylint: disable=unused-import
 
 # Parity is about semantics, checked in true fp32: on GPUs JAX's default f32
 # matmul uses TF32 (about 1e-3 off). A no-op on CPU.
@@ -25,25 +27,10 @@ jax.config.update("jax_compilation_cache_dir",
                   tempfile.mkdtemp(prefix="elmer_jax_test_xla_cache_"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-TINY = ElmerConfig(vocab_size=96, d_model=32, num_heads=4, d_ff=64,
-                   encoder_layers=2, decoder_layers=4, max_positions=40,
-                   mask_id=95)
-
 
 @pytest.fixture
 def tiny_config() -> ElmerConfig:
   return TINY
-
-
-def random_tokens(rng: np.random.Generator, config: ElmerConfig, batch: int,
-                  length: int) -> np.ndarray:
-  """Token ids that avoid the special ids 0..3."""
-  return rng.integers(4, config.vocab_size, (batch, length)).astype(np.int32)
-
-
-# Text with the byte classes BPE must cover (accents, CJK, emoji, quotes).
-BPE_EXTRA_TEXT = ["café naïve résumé", "日本語のテキスト", "emoji 🙂 here",
-                  "It's, they're: (quoted) \"text\".", "Numbers 1234 and 3.14!"]
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,15 @@
 `random_bart` makes a BART whose every tensor (biases and LayerNorms included)
 is random, so a layout mistake cannot hide behind zeros and ones.
 `torch_elmer_decoder` runs HF's own decoder layers with ELMER's copy-on-exit
-written here in PyTorch, independently of the JAX code.
+written here in PyTorch, independently of the JAX code. `random_params` and
+`random_soft_exit_model` give our parameters for such a random model.
 """
 
 import numpy as np
 import torch
 import transformers
 
+from elmer_jax.export import param_map
 from elmer_jax.model.config import ElmerConfig
 
 
@@ -49,6 +51,27 @@ def random_bart(config: ElmerConfig, seed: int
 
 def state_dict_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
   return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def random_soft_exit_model(config: ElmerConfig, seed: int):
+  """(HF BART, concat_head Linear, our params) with every weight random."""
+  hf = random_bart(config, seed=seed)
+  concat_head = torch.nn.Linear(2 * config.d_model, config.d_model,
+                                bias=False)
+  with torch.no_grad():
+    concat_head.weight.copy_(1.5 / (2 * config.d_model)**0.5
+                             * torch.randn_like(concat_head.weight))
+  state = dict(state_dict_numpy(hf),
+               **{"concat_head.weight": concat_head.weight.detach().numpy()})
+  return hf, concat_head, param_map.from_hf(state, config)
+
+
+def random_params(config: ElmerConfig, seed: int):
+  """Our parameters with every tensor random (through HF's BART names)."""
+  if config.soft_exit:
+    return random_soft_exit_model(config, seed)[2]
+  hf = random_bart(config, seed)
+  return param_map.from_hf(state_dict_numpy(hf), config)
 
 
 def additive_mask(key_valid: torch.Tensor, queries: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import pytest
 
 from elmer_jax.model import Elmer, validate_inputs
 from elmer_jax.model.params import init_params
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 LAYERS = TINY.decoder_layers
 

@@ -10,7 +10,7 @@ from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
 from elmer_jax.objectives import lplm_loss
 from tests import hf_reference
-from tests.conftest import TINY, random_tokens
+from tests.helpers import TINY, random_tokens
 
 LAYERS = TINY.decoder_layers
 

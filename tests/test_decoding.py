@@ -15,8 +15,7 @@ from elmer_jax.decoding import DecodeConfig
 from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
 from tests import hf_reference
-from tests.conftest import TINY, random_tokens
-from tests.test_soft_exit import SOFT, random_soft_exit_model
+from tests.helpers import SOFT, TINY, random_tokens
 
 LAYERS = TINY.decoder_layers
 EOS, PAD = TINY.eos_id, TINY.pad_id
@@ -134,7 +133,7 @@ def test_finalize_cuts_at_first_eos_and_merges_repeats(collapse):
 @pytest.mark.parametrize("soft", [False, True])
 def test_threshold_zero_is_the_last_layer_argmax(soft):
   if soft:
-    hf, concat_head, params = random_soft_exit_model(SOFT, seed=22)
+    hf, concat_head, params = hf_reference.random_soft_exit_model(SOFT, seed=22)
   else:
     hf, concat_head, params = _plain_model()
   config = SOFT if soft else TINY
@@ -184,7 +183,7 @@ def _spreading_threshold(hf, concat_head, enc, dec):
 def test_early_exit_matches_torch_reference(soft, scan):
   config = (SOFT if soft else TINY).replace(scan_layers=scan)
   if soft:
-    hf, concat_head, params = random_soft_exit_model(config, seed=24)
+    hf, concat_head, params = hf_reference.random_soft_exit_model(config, seed=24)
   else:
     hf, concat_head, params = _plain_model(seed=24, config=config)
   enc = _encoder_inputs(25)

@@ -12,21 +12,13 @@ import transformers
 
 from elmer_jax import decoding, gin_utils
 from elmer_jax.decoding import DecodeConfig
-from elmer_jax.export import exporting, param_map
+from elmer_jax.export import exporting
 from elmer_jax.model import Elmer
 from elmer_jax.model.params import init_params
 from tasks import pretraining
 from tests import hf_reference
-from tests.conftest import TINY, random_tokens
-from tests.test_soft_exit import SOFT, random_soft_exit_model
-
-
-def random_params(config, seed):
-  """Our parameters with every tensor random (through HF's BART names)."""
-  if config.soft_exit:
-    return random_soft_exit_model(config, seed)[2]
-  hf = hf_reference.random_bart(config, seed)
-  return param_map.from_hf(hf_reference.state_dict_numpy(hf), config)
+from tests.helpers import (LOAD_AND_GENERATE, SAMPLE, SOFT, TEXTS, TINY,
+                           random_tokens, run_python)
 
 
 def export_and_load(config, params, path):
@@ -76,7 +68,7 @@ def check_logits(config, params, model, seed, atol=1e-4):
 @pytest.mark.parametrize("soft_exit,scan", [(False, False), (True, True)])
 def test_logits_at_every_exit_layer_match(soft_exit, scan, tmp_path):
   config = (SOFT if soft_exit else TINY).replace(scan_layers=scan)
-  params = random_params(config, seed=3)
+  params = hf_reference.random_params(config, seed=3)
   model = export_and_load(config, params, tmp_path / "hf")
   assert type(model).__name__ == "ElmerForConditionalGeneration"
   assert (model.concat_head is not None) == soft_exit
@@ -88,7 +80,7 @@ def test_logits_at_every_exit_layer_match(soft_exit, scan, tmp_path):
 def test_base_sized_logits_match(soft_exit, tmp_path):
   gin_utils.parse(["models/base.gin"])
   config = gin_utils.macro("MODEL_CONFIG").replace(soft_exit=soft_exit)
-  params = random_params(config, seed=5)
+  params = hf_reference.random_params(config, seed=5)
   model = export_and_load(config, params, tmp_path / "hf")
   check_logits(config, params, model, seed=6)
 
@@ -96,7 +88,7 @@ def test_base_sized_logits_match(soft_exit, tmp_path):
 @pytest.fixture(scope="module", params=[False, True], ids=["lplm", "soft"])
 def exported(request, tmp_path_factory):
   config = SOFT if request.param else TINY
-  params = random_params(config, seed=7)
+  params = hf_reference.random_params(config, seed=7)
   model = export_and_load(config, params,
                           tmp_path_factory.mktemp("hf") / "out")
   return config, params, model
@@ -198,7 +190,7 @@ def test_plain_bart_loads_every_weight(tmp_path):
   """A pretrained (non-soft-exit) export loads as BART with no missing or
   unexpected keys and the same tensors; BART's decoder is causal, so its
   logits differ from ELMER's."""
-  params = random_params(TINY, seed=10)
+  params = hf_reference.random_params(TINY, seed=10)
   path = tmp_path / "hf"
   model = export_and_load(TINY, params, path)
   bart, info = transformers.BartForConditionalGeneration.from_pretrained(
@@ -218,7 +210,7 @@ def test_plain_bart_loads_every_weight(tmp_path):
 
 
 def test_soft_exit_export_has_only_concat_head_extra_for_bart(tmp_path):
-  params = random_params(SOFT, seed=12)
+  params = hf_reference.random_params(SOFT, seed=12)
   exporting.write_hf_directory(SOFT, params, str(tmp_path / "hf"))
   _, info = transformers.BartForConditionalGeneration.from_pretrained(
       str(tmp_path / "hf"), output_loading_info=True)
@@ -226,11 +218,10 @@ def test_soft_exit_export_has_only_concat_head_extra_for_bart(tmp_path):
   assert not info["missing_keys"]
 
 
+@pytest.mark.integration
 def test_loads_offline_in_a_fresh_process(tmp_path):
   """Model and tokenizer load with HF_HUB_OFFLINE=1 and no elmer_jax, and
   generate what the JAX decoder generates for the same texts."""
-  from tests.test_export_cli import LOAD_AND_GENERATE, TEXTS, run_python
-  from tests.test_hf_tokenizer import SAMPLE
   config = SAMPLE.replace(encoder_layers=1, decoder_layers=3, d_ff=64,
                           max_positions=32, soft_exit=True)
   params = jax.tree.map(lambda x: x + 0.3 * np.random.default_rng(0)

@@ -3,8 +3,6 @@ process as ELMER (same generation as JAX), import it back bitwise."""
 
 import json
 import os
-import subprocess
-import sys
 
 import gin
 import jax
@@ -16,25 +14,8 @@ import tasks  # pylint: disable=unused-import  (registers the tasks)
 from elmer_jax import decoding, gin_utils, trained_model
 from elmer_jax.model.params import init_params
 from elmer_jax.training import checkpoints
-from tests.test_import_hf import assert_bitwise_equal
-
-TEXTS = ["Paris is the capital of France.", "  The river flows to the sea."]
-LOAD_AND_GENERATE = """
-import json, sys, torch, transformers
-path, texts = sys.argv[1], json.loads(sys.argv[2])
-model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
-    path, trust_remote_code=True).eval()
-tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-batch = tokenizer(texts, padding=True, return_tensors="pt")
-out = model.generate(**batch, max_length=12, return_dict_in_generate=True)
-print(json.dumps([type(model).__name__, out.sequences.tolist(),
-                  out.exit_layers.tolist()]))
-"""
-
-
-def run_python(*args, **env) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, *args], capture_output=True,
-                        text=True, env=dict(os.environ, **env))
+from tests.helpers import (LOAD_AND_GENERATE, TEXTS, assert_bitwise_equal,
+                           run_python)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from elmer_jax import flops
 from elmer_jax.model import Elmer
 from elmer_jax.model.params import init_params
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 
 def _dot_flops(jaxpr) -> int:

@@ -17,6 +17,8 @@ from elmer_jax import gin_utils
 from elmer_jax.model.params import init_params
 from elmer_jax.training import evaluation, loop
 
+pytestmark = pytest.mark.integration
+
 
 def _configs(experiment, **changes):
   gin_utils.parse([f"experiments/{experiment}.gin"])
@@ -31,7 +33,8 @@ def _configs(experiment, **changes):
 
 def _run(module, *args, cwd=None):
   return subprocess.run([sys.executable, "-m", f"elmer_jax.{module}", *args],
-                        capture_output=True, text=True, cwd=cwd, timeout=600)
+                        capture_output=True, text=True, cwd=cwd,
+                        timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from elmer_jax import gin_utils
 from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
 from tests import hf_reference
-from tests.conftest import TINY, random_tokens
+from tests.helpers import TINY, random_tokens
 
 
 def _config(size: str):
@@ -28,8 +28,9 @@ def _batch(config, enc_len, dec_len):
   return enc, dec
 
 
-@pytest.mark.parametrize("size,scan", [("tiny", False), ("tiny", True),
-                                       ("base", False)])
+@pytest.mark.parametrize("size,scan", [
+    ("tiny", False), ("tiny", True),
+    pytest.param("base", False, marks=pytest.mark.slow)])
 def test_last_layer_logits_match_bidirectional_bart(size, scan):
   config = _config(size).replace(scan_layers=scan)
   hf = hf_reference.random_bart(config, seed=1)

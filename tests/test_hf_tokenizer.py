@@ -10,16 +10,13 @@ from elmer_jax.data.bpe_vocabulary import ByteLevelBPEVocabulary
 from elmer_jax.export import hf_tokenizer
 from elmer_jax.model.config import ElmerConfig
 from tasks import finetuning, pretraining
-from tests.conftest import BPE_EXTRA_TEXT
+from tests.helpers import BPE_EXTRA_TEXT, SAMPLE
 
 TEXTS = ["Paris is the capital of France.", "  leading and  double  spaces ",
          "Anarchism\nis a political philosophy\tand movement.",
          "naïve café, Ångström, résumé — “quotes”", "日本語のテキスト 中文",
          "emoji 🙂🚀 and symbols ∑ ≤ ≠ ©", "x" * 40, "MiXeD CaSe 12345 3.14",
          "ﬁ ligature and ＦＵＬＬＷＩＤＴＨ", ""] + BPE_EXTRA_TEXT
-# The bundled SentencePiece model: <pad>=0 </s>=1 <unk>=2 <s>=3 <mask>=4.
-SAMPLE = ElmerConfig(vocab_size=8000, pad_id=0, eos_id=1, unk_id=2, bos_id=3,
-                     mask_id=4, d_model=32, num_heads=4)
 
 
 def _task_inputs(vocabulary, texts, path):

@@ -14,29 +14,13 @@ import torch
 from elmer_jax.export import exporting, hf_weights, importing
 from elmer_jax.training import checkpoints
 from tests import hf_reference
-from tests.conftest import TINY
-from tests.test_export import random_params
-from tests.test_soft_exit import SOFT, random_soft_exit_model
-
-
-def _flat(tree):
-  return {"/".join(str(k.key) for k in path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def assert_bitwise_equal(a, b):
-  a, b = _flat(a), _flat(b)
-  assert sorted(a) == sorted(b)
-  for key in a:
-    assert a[key].dtype == b[key].dtype, key
-    assert a[key].shape == b[key].shape, key
-    assert a[key].tobytes() == b[key].tobytes(), key
+from tests.helpers import SOFT, TINY, assert_bitwise_equal
 
 
 @pytest.mark.parametrize("config", [TINY, SOFT.replace(scan_layers=True)],
                          ids=["lplm", "soft_scanned"])
 def test_import_of_export_is_bitwise_identical(config, tmp_path):
-  params = random_params(config, seed=20)
+  params = hf_reference.random_params(config, seed=20)
   exporting.write_hf_directory(config, params, str(tmp_path / "hf"))
   imported_config, imported = importing.read_hf_directory(
       str(tmp_path / "hf"), scan_layers=config.scan_layers)
@@ -54,7 +38,7 @@ def hf_directory(path, config, seed, soft_exit=False, weights="safetensors"):
   fields), BART-style vocab.json naming <mask> and <unk>, and optionally
   the released fine-tuned model's `concat_head.weight`."""
   if soft_exit:
-    hf, concat_head, _ = random_soft_exit_model(config, seed)
+    hf, concat_head, _ = hf_reference.random_soft_exit_model(config, seed)
   else:
     hf, concat_head = hf_reference.random_bart(config, seed), None
   hf.save_pretrained(str(path))
@@ -106,7 +90,7 @@ def test_export_of_import_is_bitwise_identical(soft_exit, tmp_path):
 def test_pytorch_bin_is_read_weights_only(tmp_path):
   source = hf_directory(tmp_path / "bin", TINY, 22, weights="bin")
   _, from_bin = importing.read_hf_directory(str(source))
-  expected = random_params(TINY, seed=22)
+  expected = hf_reference.random_params(TINY, seed=22)
   assert_bitwise_equal(from_bin, expected)
   # A pickle that would run code is refused.
   torch.save({"model.shared.weight": torch.zeros(2), "evil": os.getcwd},
@@ -153,7 +137,7 @@ def test_bad_directories_are_named(tmp_path):
 
 
 def test_export_names_a_missing_parameter(tmp_path):
-  params = random_params(TINY, seed=24)
+  params = hf_reference.random_params(TINY, seed=24)
   del params["decoder"]["layers_2"]["ffn"]["fc1"]["kernel"]
   with pytest.raises(ValueError, match="decoder/layers_2/ffn/fc1/kernel"):
     exporting.write_hf_directory(TINY, params, str(tmp_path / "hf"))

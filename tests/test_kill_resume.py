@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.test_train_loop import _params
+from tests.helpers import checkpoint_params
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def _assert_matches(straight, killed):
   assert sorted(got) == list(range(1, STEPS + 1))
   for step in range(1, STEPS + 1):
     assert got[step] == expected[step], step
-  a, b = _params(straight, STEPS), _params(killed, STEPS)
+  a, b = checkpoint_params(straight, STEPS), checkpoint_params(killed, STEPS)
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 

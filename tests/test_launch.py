@@ -177,6 +177,7 @@ def test_local_processes_dry_run():
                        *TRAIN_ARGS]
 
 
+@pytest.mark.integration
 def test_local_processes_join_one_run():
   code = ("from elmer_jax import distributed; distributed.initialize(); "
           "import jax; "
@@ -189,6 +190,7 @@ def test_local_processes_join_one_run():
   assert reports == ["[p0] 0 2 4", "[p1] 1 2 4"], result.stdout
 
 
+@pytest.mark.integration
 def test_local_process_failure_stops_the_others():
   code = ("import os, sys, time\n"
           "if os.environ['JAX_PROCESS_ID'] == '1':\n"

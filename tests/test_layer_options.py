@@ -10,7 +10,7 @@ from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
 from elmer_jax.model.params import init_params
 from elmer_jax.objectives import lplm_loss
-from tests.conftest import TINY, random_tokens
+from tests.helpers import TINY, random_tokens
 
 
 def _batch():

@@ -104,6 +104,7 @@ def _assert_same_losses(two_process_dir, tmp_path, mesh=tuple(MESH)):
   assert two[STEPS] < two[1]
 
 
+@pytest.mark.integration
 def test_two_processes_match_one_process_and_both_write_the_checkpoint(
     two_process_run, tmp_path):
   run = two_process_run / "run"
@@ -122,6 +123,7 @@ def test_two_processes_match_one_process_and_both_write_the_checkpoint(
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_two_processes_as_slices_of_a_hybrid_mesh_match_one_process(tmp_path):
   _wait(_two_processes(tmp_path / "two", tmp_path, "two", mesh=HYBRID_MESH),
         tmp_path, "two")
@@ -129,6 +131,7 @@ def test_two_processes_as_slices_of_a_hybrid_mesh_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_sigkill_both_then_restart_resumes_and_matches(two_process_run,
                                                         tmp_path):
   run = tmp_path / "run"
@@ -151,6 +154,7 @@ def test_sigkill_both_then_restart_resumes_and_matches(two_process_run,
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(
     two_process_run, tmp_path):
   run = tmp_path / "run"
@@ -172,6 +176,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(
   assert _losses(run)[STEPS] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("lost", [
     pytest.param(1, id="worker"),
     pytest.param(0, id="coordinator", marks=pytest.mark.slow)])

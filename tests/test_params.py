@@ -12,7 +12,7 @@ from elmer_jax import gin_utils
 from elmer_jax.export import param_map
 from elmer_jax.model import params as model_params
 from tests import hf_reference
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 AXIS_NAMES = {"batch", "length", "embed", "heads", "kv", "mlp", "vocab",
               "layers"}

@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 from elmer_jax import partitioning
 from elmer_jax.model import Elmer
 from elmer_jax.model.params import init_params
-from tests.conftest import TINY, random_tokens
+from tests.helpers import TINY, random_tokens
 
 
 def test_eight_devices_are_available():

@@ -16,9 +16,7 @@ from elmer_jax.model import params as model_params
 from elmer_jax.training import optimizer as optim
 from elmer_jax.training import train_step
 from tests import hf_reference
-from tests.conftest import TINY, random_tokens
-
-SOFT = TINY.replace(soft_exit=True)
+from tests.helpers import SOFT, TINY, random_tokens
 LAYERS = SOFT.decoder_layers
 
 
@@ -88,19 +86,6 @@ def _torch_soft_exit(hf, concat_head, enc, dec, pad_id, gold=None):
   return torch.stack(layer_logits)
 
 
-def random_soft_exit_model(config, seed: int):
-  """(HF BART, concat_head Linear, our params) with every weight random."""
-  hf = hf_reference.random_bart(config, seed=seed)
-  concat_head = torch.nn.Linear(2 * config.d_model, config.d_model,
-                                bias=False)
-  with torch.no_grad():
-    concat_head.weight.copy_(1.5 / (2 * config.d_model)**0.5
-                             * torch.randn_like(concat_head.weight))
-  state = dict(hf_reference.state_dict_numpy(hf),
-               **{"concat_head.weight": concat_head.weight.detach().numpy()})
-  return hf, concat_head, param_map.from_hf(state, config)
-
-
 def _inputs(config, seed):
   rng = np.random.default_rng(seed)
   enc = random_tokens(rng, config, 3, 11)
@@ -116,7 +101,7 @@ def _inputs(config, seed):
 @pytest.mark.parametrize("gold_rate", [0.0, 1.0])
 def test_forward_matches_torch_reference(scan, gold_rate):
   config = SOFT.replace(scan_layers=scan)
-  hf, concat_head, params = random_soft_exit_model(config, seed=11)
+  hf, concat_head, params = hf_reference.random_soft_exit_model(config, seed=11)
   enc, dec, gold = _inputs(config, 12)
   out = jax.jit(Elmer(config).apply,
                 static_argnames=("return_all_layers", "gold_mix_rate"))(
@@ -136,7 +121,7 @@ def test_forward_matches_torch_reference(scan, gold_rate):
 
 @pytest.mark.parametrize("gold_rate", [0.0, 1.0])
 def test_gradients_match_torch_autograd(gold_rate):
-  hf, concat_head, params = random_soft_exit_model(SOFT, seed=13)
+  hf, concat_head, params = hf_reference.random_soft_exit_model(SOFT, seed=13)
   enc, dec, gold = _inputs(SOFT, 14)
   weights = (dec != SOFT.pad_id).astype(np.float32)
 
@@ -170,7 +155,7 @@ def test_gold_tokens_are_fed_at_the_mixing_rate():
   """Layer 1's input is per token either the fed-back argmax or the gold
   embedding; its query projection (per token) shows which one was used."""
   config = SOFT.replace(max_positions=64)
-  _, _, params = random_soft_exit_model(config, seed=15)
+  _, _, params = hf_reference.random_soft_exit_model(config, seed=15)
   rng = np.random.default_rng(16)
   enc = random_tokens(rng, config, 32, 12)
   dec = np.full((32, 64), config.mask_id, np.int32)
@@ -235,7 +220,7 @@ def test_train_step_objective():
   """Eval sums equal the torch loss without gold; training lowers it."""
   config = SOFT.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                         activation_dropout_rate=0.0)
-  hf, concat_head, params = random_soft_exit_model(config, seed=17)
+  hf, concat_head, params = hf_reference.random_soft_exit_model(config, seed=17)
   enc, dec, gold = _inputs(config, 18)
   weights = (dec != config.pad_id).astype(np.int32)
   batch = dict(encoder_input_tokens=enc, decoder_input_tokens=dec,

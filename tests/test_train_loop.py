@@ -1,11 +1,11 @@
-"""The training loop end to end on 8 fake devices: learns, writes, resumes."""
+"""The training loop end to end on 8 fake devices: learns, writes, resumes
+(integration), and refuses a bad init checkpoint before training."""
 
 import json
 import os
 import subprocess
 import sys
 
-import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -15,6 +15,7 @@ import tasks  # pylint: disable=unused-import  (registers the tasks)
 from elmer_jax import gin_utils, partitioning
 from elmer_jax.model.params import init_params
 from elmer_jax.training import evaluation, loop
+from tests.helpers import checkpoint_params
 
 
 def _configs(steps, **changes):
@@ -33,13 +34,7 @@ def _metrics(model_dir):
     return [json.loads(line) for line in f]
 
 
-def _params(model_dir, step):
-  path = os.path.join(model_dir, "checkpoints", str(step), "default")
-  with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(path)
-  return flax.traverse_util.flatten_dict(state["params"], sep="/")
-
-
+@pytest.mark.integration
 def test_sharded_run_learns_and_writes_everything(tmp_path):
   model, train = _configs(40)
   loop.train(model, train, str(tmp_path))
@@ -55,6 +50,7 @@ def test_sharded_run_learns_and_writes_everything(tmp_path):
   assert os.path.exists(tmp_path / "data" / "40" / "data_shards.json")
 
 
+@pytest.mark.integration
 def test_resume_is_exact(tmp_path):
   model, train = _configs(30)
   loop.train(model, train, str(tmp_path / "straight"))
@@ -65,7 +61,8 @@ def test_resume_is_exact(tmp_path):
       tmp_path / "resumed")
   assert resumed[-1]["step"] == 30
   assert resumed[-1]["loss"] == straight[-1]["loss"]
-  a, b = _params(tmp_path / "straight", 30), _params(tmp_path / "resumed", 30)
+  a = checkpoint_params(tmp_path / "straight", 30)
+  b = checkpoint_params(tmp_path / "resumed", 30)
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
@@ -78,6 +75,7 @@ def _truncate_largest_file(directory):
     f.truncate(os.path.getsize(largest) // 2)
 
 
+@pytest.mark.integration
 def test_truncated_latest_checkpoint_is_set_aside_and_the_one_before_resumes(
     tmp_path, capsys):
   model, train = _configs(30)
@@ -97,7 +95,7 @@ def test_truncated_latest_checkpoint_is_set_aside_and_the_one_before_resumes(
   assert [m["step"] for m in again] == [m["step"] for m in first]
   assert again[-1]["loss"] == first[-1]["loss"]
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20", "30"]
-  _params(tmp_path, 30)  # The new step 30 reads back.
+  checkpoint_params(tmp_path, 30)  # The new step 30 reads back.
 
   for step in (10, 20, 30):  # None left to resume from: no fresh start.
     _truncate_largest_file(tmp_path / "checkpoints" / str(step))
@@ -107,6 +105,7 @@ def test_truncated_latest_checkpoint_is_set_aside_and_the_one_before_resumes(
   assert len(os.listdir(tmp_path / "checkpoints_broken")) == 4
 
 
+@pytest.mark.integration
 def test_restoring_another_model_names_the_parameter(tmp_path):
   model, train = _configs(10)
   loop.train(model, train, str(tmp_path))
@@ -118,6 +117,7 @@ def test_restoring_another_model_names_the_parameter(tmp_path):
                str(tmp_path))
 
 
+@pytest.mark.integration
 def test_entry_point_writes_config_and_rejects_unknown_bindings(tmp_path):
   command = [sys.executable, "-m", "elmer_jax.train",
              "--gin_file=experiments/demo_sample_tiny.gin",
@@ -125,15 +125,18 @@ def test_entry_point_writes_config_and_rejects_unknown_bindings(tmp_path):
              "--gin.loop.TrainConfig.log_every=1",
              "--gin.loop.TrainConfig.encoder_length=32",
              "--gin.loop.TrainConfig.decoder_length=32"]
-  subprocess.run(command, check=True, capture_output=True, text=True)
+  subprocess.run(command, check=True, capture_output=True, text=True,
+                 timeout=600)
   assert "vocab_size = 8000" in (tmp_path / "config.gin").read_text()
   bad = subprocess.run(command + ["--gin.loop.TrainConfig.stepz=3"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=600)
   assert bad.returncode != 0 and "stepz" in bad.stderr
-  missing = subprocess.run(command[:3], capture_output=True, text=True)
+  missing = subprocess.run(command[:3], capture_output=True, text=True,
+                           timeout=600)
   assert missing.returncode != 0 and "--model_dir is required" in missing.stderr
 
 
+@pytest.mark.integration
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   model, train = _configs(10, checkpoint_every=5)
   loop.train(model, train, str(tmp_path))
@@ -148,6 +151,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert max(int(s) for s in os.listdir(tmp_path / "checkpoints")) == 10
 
 
+@pytest.mark.integration
 def test_eval_keeps_the_best_checkpoint_and_init_checkpoint_starts_a_run(
     tmp_path):
   model, train = _configs(
@@ -166,8 +170,8 @@ def test_eval_keeps_the_best_checkpoint_and_init_checkpoint_starts_a_run(
   _, finetune = _configs(1, optimizer=frozen, checkpoint_every=1,
                          init_checkpoint=str(tmp_path / "pretrain"))
   loop.train(model, finetune, str(tmp_path / "finetune"))
-  start, end = _params(tmp_path / "pretrain", 20), _params(
-      tmp_path / "finetune", 1)
+  start = checkpoint_params(tmp_path / "pretrain", 20)
+  end = checkpoint_params(tmp_path / "finetune", 1)
   for key in start:
     np.testing.assert_array_equal(start[key], end[key], err_msg=key)
 

@@ -51,6 +51,7 @@ def _loss(metrics):
   return float(metrics["loss_sum"] / metrics["weight_sum"])
 
 
+@pytest.mark.integration  # 40 training steps: a short learning run.
 def test_loss_falls_on_real_text(config, batches):
   state, step = _setup(config)
   step = jax.jit(step)

@@ -83,6 +83,7 @@ def test_special_ids_rejects_other_layouts(tmp_path):
     sentencepiece_training.special_ids(path)
 
 
+@pytest.mark.integration
 def test_train_vocab_command(tmp_path):
   corpus = tmp_path / "docs.jsonl"
   corpus.write_text("".join(json.dumps({"text": s}) + "\n"
@@ -91,7 +92,7 @@ def test_train_vocab_command(tmp_path):
       [sys.executable, "-m", "elmer_jax.data.train_vocab",
        f"--input={corpus}", "--input_format=jsonl",
        f"--model_prefix={tmp_path / 'cli'}", "--vocab_size=400"],
-      capture_output=True, text=True, check=True)
+      capture_output=True, text=True, check=True, timeout=600)
   assert "cli.model" in result.stdout
   assert sentencepiece_training.special_ids(str(tmp_path / "cli.model"))
 
@@ -102,16 +103,20 @@ def test_missing_input_file_is_named(tmp_path):
     list(sentencepiece_training.read_documents([missing]))
 
 
-def test_train_vocab_from_a_task(tmp_path):
+def test_documents_of_a_task():
   import tasks  # pylint: disable=unused-import  (registers the tasks)
   documents = list(sentencepiece_training.task_documents(
       "sample_wiki_elmer", max_documents=5))
   assert len(documents) == 5 and all(len(d) > 500 for d in documents)
+
+
+@pytest.mark.integration
+def test_train_vocab_from_a_task(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "elmer_jax.data.train_vocab",
        "--task=sample_wiki_elmer", "--max_documents=10",
        f"--model_prefix={tmp_path / 'task'}", "--vocab_size=400"],
-      capture_output=True, text=True, check=True)
+      capture_output=True, text=True, check=True, timeout=600)
   assert "task.model" in result.stdout
 
 

@@ -1,0 +1,76 @@
+"""Values, assertions and subprocess helpers shared by several test files
+(test files import these, never each other)."""
+
+import os
+import subprocess
+import sys
+
+import flax
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from elmer_jax.model.config import ElmerConfig
+
+TINY = ElmerConfig(vocab_size=96, d_model=32, num_heads=4, d_ff=64,
+                   encoder_layers=2, decoder_layers=4, max_positions=40,
+                   mask_id=95)
+SOFT = TINY.replace(soft_exit=True)
+# The bundled SentencePiece model: <pad>=0 </s>=1 <unk>=2 <s>=3 <mask>=4.
+SAMPLE = ElmerConfig(vocab_size=8000, pad_id=0, eos_id=1, unk_id=2, bos_id=3,
+                     mask_id=4, d_model=32, num_heads=4)
+
+# Text with the byte classes BPE must cover (accents, CJK, emoji, quotes).
+BPE_EXTRA_TEXT = ["café naïve résumé", "日本語のテキスト", "emoji 🙂 here",
+                  "It's, they're: (quoted) \"text\".", "Numbers 1234 and 3.14!"]
+
+# Loads an exported directory in a fresh process as a user would and prints
+# [class name, generated ids, exit layers] as JSON: argv = (dir, texts JSON).
+TEXTS = ["Paris is the capital of France.", "  The river flows to the sea."]
+LOAD_AND_GENERATE = """
+import json, sys, torch, transformers
+path, texts = sys.argv[1], json.loads(sys.argv[2])
+model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
+    path, trust_remote_code=True).eval()
+tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+batch = tokenizer(texts, padding=True, return_tensors="pt")
+out = model.generate(**batch, max_length=12, return_dict_in_generate=True)
+print(json.dumps([type(model).__name__, out.sequences.tolist(),
+                  out.exit_layers.tolist()]))
+"""
+
+
+def random_tokens(rng: np.random.Generator, config: ElmerConfig, batch: int,
+                  length: int) -> np.ndarray:
+  """Token ids that avoid the special ids 0..3."""
+  return rng.integers(4, config.vocab_size, (batch, length)).astype(np.int32)
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+  return {"/".join(str(k.key) for k in path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def assert_bitwise_equal(a, b) -> None:
+  a, b = _flat(a), _flat(b)
+  assert sorted(a) == sorted(b)
+  for key in a:
+    assert a[key].dtype == b[key].dtype, key
+    assert a[key].shape == b[key].shape, key
+    assert a[key].tobytes() == b[key].tobytes(), key
+
+
+def checkpoint_params(model_dir, step: int) -> dict[str, np.ndarray]:
+  """A run's saved parameters at `step`, flattened to 'a/b/c' names."""
+  path = os.path.join(model_dir, "checkpoints", str(step), "default")
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore(path)
+  return flax.traverse_util.flatten_dict(state["params"], sep="/")
+
+
+def run_python(*args, timeout: float = 600, **env
+               ) -> subprocess.CompletedProcess:
+  """`python ARGS` in a fresh process with `env` added to ours."""
+  return subprocess.run([sys.executable, *args], capture_output=True,
+                        text=True, env=dict(os.environ, **env),
+                        timeout=timeout)
