@@ -16,7 +16,6 @@ three words, written as JSONL pairs under --work_dir; articles held out as
 sample_wiki_elmer holds them out are the validation split).
 """
 
-import dataclasses
 import json
 import os
 import re

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 import transformers
 
-from elmer_jax.export import param_map
+from elmer_jax.export import exporting, param_map
 from elmer_jax.model.config import ElmerConfig
+from tests.helpers import TINY
 
 
 def bart_config(config: ElmerConfig) -> transformers.BartConfig:
@@ -135,3 +136,21 @@ def torch_elmer_decoder(model, encoder_tokens, decoder_tokens, exit_layers,
     layer_states.append(hidden)
   head = lambda h: model.lm_head(h) + model.final_logits_bias
   return head(cache), torch.stack([head(h) for h in layer_states])
+
+
+def entropy(logits: np.ndarray) -> np.ndarray:
+  log_p = torch.log_softmax(torch.tensor(logits, dtype=torch.float64), -1)
+  return -(log_p.exp() * log_p).sum(-1).numpy()
+
+
+def plain_model(seed: int = 21, config: ElmerConfig = TINY):
+  """(HF BART, no concat_head, our params from its weights)."""
+  hf = random_bart(config, seed=seed)
+  return hf, None, param_map.from_hf(state_dict_numpy(hf), config)
+
+
+def export_and_load(config: ElmerConfig, params, path):
+  """Exports `params` to `path` and loads it back as the shipped module."""
+  exporting.write_hf_directory(config, params, str(path))
+  return transformers.AutoModelForSeq2SeqLM.from_pretrained(
+      str(path), trust_remote_code=True).eval()

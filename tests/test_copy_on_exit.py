@@ -1,7 +1,6 @@
 """Copy-on-exit: forward values and gradients against a PyTorch reference."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

@@ -4,7 +4,6 @@ bad thresholds and inputs."""
 
 import logging
 
-import jax
 import numpy as np
 import pytest
 import seqio
@@ -12,18 +11,12 @@ import torch
 
 from elmer_jax import decoding
 from elmer_jax.decoding import DecodeConfig
-from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
 from tests import hf_reference
 from tests.helpers import SOFT, TINY, random_tokens
 
 LAYERS = TINY.decoder_layers
 EOS, PAD = TINY.eos_id, TINY.pad_id
-
-
-def _entropy(logits: np.ndarray) -> np.ndarray:
-  log_p = torch.log_softmax(torch.tensor(logits, dtype=torch.float64), -1)
-  return -(log_p.exp() * log_p).sum(-1).numpy()
 
 
 def torch_early_exit(hf, concat_head, enc, dec, pad_id, threshold):
@@ -51,7 +44,7 @@ def torch_early_exit(hf, concat_head, enc, dec, pad_id, threshold):
       out = out[0] if isinstance(out, tuple) else out
       state = torch.where(done[..., None], frozen, out)
       logits = head(state)
-      entropy = torch.as_tensor(_entropy(logits.numpy()))
+      entropy = torch.as_tensor(hf_reference.entropy(logits.numpy()))
       entropies.append(np.where(done.numpy(), np.nan, entropy.numpy()))
       leave = ~done & ((entropy <= threshold) | (index == LAYERS - 1))
       if threshold == 0:
@@ -66,12 +59,6 @@ def torch_early_exit(hf, concat_head, enc, dec, pad_id, threshold):
     logits = head(frozen)
   return (logits.argmax(-1).numpy(), exits.numpy(), np.stack(entropies),
           logits.numpy())
-
-
-def _plain_model(seed=21, config=TINY):
-  hf = hf_reference.random_bart(config, seed=seed)
-  return hf, None, param_map.from_hf(hf_reference.state_dict_numpy(hf),
-                                     config)
 
 
 def _encoder_inputs(seed, batch=4, length=12):
@@ -135,7 +122,7 @@ def test_threshold_zero_is_the_last_layer_argmax(soft):
   if soft:
     hf, concat_head, params = hf_reference.random_soft_exit_model(SOFT, seed=22)
   else:
-    hf, concat_head, params = _plain_model()
+    hf, concat_head, params = hf_reference.plain_model()
   config = SOFT if soft else TINY
   enc = _encoder_inputs(23)
   out = decoding.decode(config, params, enc, DecodeConfig(max_length=9))
@@ -185,7 +172,7 @@ def test_early_exit_matches_torch_reference(soft, scan):
   if soft:
     hf, concat_head, params = hf_reference.random_soft_exit_model(config, seed=24)
   else:
-    hf, concat_head, params = _plain_model(seed=24, config=config)
+    hf, concat_head, params = hf_reference.plain_model(seed=24, config=config)
   enc = _encoder_inputs(25)
   dec = _slots(12)
   threshold, tokens, exits, logits = _spreading_threshold(hf, concat_head,
@@ -209,12 +196,12 @@ def test_early_exit_matches_torch_reference(soft, scan):
 def test_early_exit_state_is_what_later_layers_see():
   """Model-level check: the exit layers decoding reports, given back to the
   model as fixed exit layers, reproduce its logits (copy-on-exit)."""
-  _, _, params = _plain_model(seed=26)
+  _, _, params = hf_reference.plain_model(seed=26)
   enc = _encoder_inputs(27)
   dec = _slots(10)
   model = Elmer(TINY)
   full = model.apply({"params": params}, enc, dec, return_all_layers=True)
-  entropy = _entropy(np.asarray(full.layer_logits[0]))
+  entropy = hf_reference.entropy(np.asarray(full.layer_logits[0]))
   threshold = float(np.median(entropy))
   dynamic = model.apply({"params": params}, enc, dec,
                         exit_threshold=threshold)
@@ -226,7 +213,7 @@ def test_early_exit_state_is_what_later_layers_see():
 
 
 def test_oracle_mode_pads_each_example_to_its_length():
-  hf, _, params = _plain_model(seed=28)
+  hf, _, params = hf_reference.plain_model(seed=28)
   enc = _encoder_inputs(29)
   lengths = np.array([3, 10, 1, 6])
   config = DecodeConfig(length_mode="oracle", max_length=10)
@@ -255,7 +242,7 @@ def test_decoding_cuts_at_a_predicted_eos():
   """With </s> boosted so that some slots but not the first of a row
   predict it, the output stops at the first, and the collapsed output merges
   repeats before it."""
-  hf, _, params = _plain_model(seed=30)
+  hf, _, params = hf_reference.plain_model(seed=30)
   enc = _encoder_inputs(31)
   dec = _slots(12)
   logits = hf_reference.bidirectional_logits(hf, enc, dec, PAD)
@@ -334,7 +321,7 @@ class _CharVocabulary(seqio.Vocabulary):
 
 @pytest.mark.parametrize("encoder_bos", [True, False])
 def test_generate_text(caplog, encoder_bos):
-  _, _, params = _plain_model(seed=32)
+  _, _, params = hf_reference.plain_model(seed=32)
   vocab = _CharVocabulary()
   vocab.encoder_bos = encoder_bos  # Default: BART's <s> tokens </s>.
   config = DecodeConfig(max_length=8, collapse_repeats=True)

@@ -16,10 +16,8 @@ import torch
 from elmer_jax import decoding
 from elmer_jax.decoding import DecodeConfig
 from elmer_jax.model import Elmer, exit_decoder, off_ramp
-from tests.conftest import TINY, random_tokens
-from tests.test_decoding import _entropy, _plain_model
-from tests.test_export import export_and_load, random_params
-from tests.test_soft_exit import SOFT, random_soft_exit_model
+from tests import hf_reference
+from tests.helpers import SOFT, TINY, random_tokens
 
 LAYERS = TINY.decoder_layers
 
@@ -41,7 +39,7 @@ def _thresholds(config, params, enc, dec):
   differences cannot move a token across)."""
   full = Elmer(config).apply({"params": params}, enc, dec,
                              return_all_layers=True)
-  values = np.sort(_entropy(np.asarray(full.layer_logits)).ravel())
+  values = np.sort(hf_reference.entropy(np.asarray(full.layer_logits)).ravel())
   chosen = [0.0, float(np.log(config.vocab_size))]
   for q in np.linspace(0.05, 0.95, 10):
     i = int(q * (len(values) - 1))
@@ -54,8 +52,8 @@ def _thresholds(config, params, enc, dec):
 def _model(soft, scan, seed):
   config = (SOFT if soft else TINY).replace(scan_layers=scan)
   if soft:
-    return config, random_soft_exit_model(config, seed)[2]
-  return config, _plain_model(seed=seed, config=config)[2]
+    return config, hf_reference.random_soft_exit_model(config, seed)[2]
+  return config, hf_reference.plain_model(seed=seed, config=config)[2]
 
 
 @pytest.mark.parametrize("soft", [False, True])
@@ -102,7 +100,7 @@ def test_stops_after_the_last_exit_and_computes_running_tokens_only():
   # at a smaller capacity than all slots.
   full = Elmer(config).apply({"params": params}, enc, dec,
                              return_all_layers=True)
-  first = _entropy(np.asarray(full.layer_logits[0]))
+  first = hf_reference.entropy(np.asarray(full.layer_logits[0]))
   threshold = float(np.quantile(first, 0.9))
   some = fast(config, params, enc, dec, jnp.float32(threshold))
   assert int(some.slot_passes) < int(some.layers_run) * dec.size
@@ -125,14 +123,14 @@ def test_one_pass_exit_test_matches_numpy(dtype):
   cast = (lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)
           ) if dtype == "bfloat16" else (lambda x: x.astype(np.float64))
   logits = cast(states) @ cast(weights.embedding).T + weights.bias
-  np.testing.assert_allclose(entropy, _entropy(logits), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(entropy, hf_reference.entropy(logits), rtol=1e-4, atol=1e-4)
   np.testing.assert_array_equal(argmax, logits.argmax(-1))
 
 
 def test_torch_generate_stops_early_with_the_same_outputs(tmp_path):
   config = TINY
-  params = random_params(config, seed=36)
-  model = export_and_load(config, params, tmp_path / "hf")
+  params = hf_reference.random_params(config, seed=36)
+  model = hf_reference.export_and_load(config, params, tmp_path / "hf")
   enc, _ = _inputs(config, 37)
   calls = []
   for layer in model.model.decoder.layers:

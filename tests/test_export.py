@@ -21,12 +21,6 @@ from tests.helpers import (LOAD_AND_GENERATE, SAMPLE, SOFT, TEXTS, TINY,
                            random_tokens, run_python)
 
 
-def export_and_load(config, params, path):
-  exporting.write_hf_directory(config, params, str(path))
-  return transformers.AutoModelForSeq2SeqLM.from_pretrained(
-      str(path), trust_remote_code=True).eval()
-
-
 def _batch(config, seed, batch=3, enc_len=11, dec_len=9):
   rng = np.random.default_rng(seed)
   enc = random_tokens(rng, config, batch, enc_len)
@@ -69,7 +63,7 @@ def check_logits(config, params, model, seed, atol=1e-4):
 def test_logits_at_every_exit_layer_match(soft_exit, scan, tmp_path):
   config = (SOFT if soft_exit else TINY).replace(scan_layers=scan)
   params = hf_reference.random_params(config, seed=3)
-  model = export_and_load(config, params, tmp_path / "hf")
+  model = hf_reference.export_and_load(config, params, tmp_path / "hf")
   assert type(model).__name__ == "ElmerForConditionalGeneration"
   assert (model.concat_head is not None) == soft_exit
   check_logits(config, params, model, seed=4)
@@ -81,7 +75,7 @@ def test_base_sized_logits_match(soft_exit, tmp_path):
   gin_utils.parse(["models/base.gin"])
   config = gin_utils.macro("MODEL_CONFIG").replace(soft_exit=soft_exit)
   params = hf_reference.random_params(config, seed=5)
-  model = export_and_load(config, params, tmp_path / "hf")
+  model = hf_reference.export_and_load(config, params, tmp_path / "hf")
   check_logits(config, params, model, seed=6)
 
 
@@ -89,7 +83,7 @@ def test_base_sized_logits_match(soft_exit, tmp_path):
 def exported(request, tmp_path_factory):
   config = SOFT if request.param else TINY
   params = hf_reference.random_params(config, seed=7)
-  model = export_and_load(config, params,
+  model = hf_reference.export_and_load(config, params,
                           tmp_path_factory.mktemp("hf") / "out")
   return config, params, model
 
@@ -192,7 +186,7 @@ def test_plain_bart_loads_every_weight(tmp_path):
   logits differ from ELMER's."""
   params = hf_reference.random_params(TINY, seed=10)
   path = tmp_path / "hf"
-  model = export_and_load(TINY, params, path)
+  model = hf_reference.export_and_load(TINY, params, path)
   bart, info = transformers.BartForConditionalGeneration.from_pretrained(
       str(path), output_loading_info=True)
   assert not info["missing_keys"] and not info["unexpected_keys"]

@@ -15,7 +15,7 @@ from elmer_jax.model.params import init_params
 from elmer_jax.model.running_tokens import running_capacity
 from elmer_jax.training import train_step
 from tests import hf_reference
-from tests.conftest import TINY, random_tokens
+from tests.helpers import TINY, random_tokens
 
 EXACT = TINY.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                      activation_dropout_rate=0.0)

@@ -5,7 +5,6 @@ tasks over real text.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest

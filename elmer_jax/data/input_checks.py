@@ -18,7 +18,6 @@ import json
 from typing import Callable, Mapping, Optional, Sequence
 
 import seqio
-import tensorflow as tf
 
 REPORT_LINES = 10_000
 _SAMPLES = 20
