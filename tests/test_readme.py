@@ -64,7 +64,8 @@ def test_readme_training_command_runs_from_another_directory(tmp_path):
   argv = [sys.executable, *argv[1:]]
   argv = [a.replace("/tmp/run", str(tmp_path / "run")) for a in argv]
   argv = [re.sub(r"steps=\d+", "steps=4", a) for a in argv]
-  argv += ["--gin.loop.TrainConfig.log_every=2"]
+  argv += ["--gin.loop.TrainConfig.log_every=2",
+           "--gin.optimizer.OptimizerConfig.warmup_steps=1"]  # < 4 steps.
   result = subprocess.run(argv, cwd=tmp_path, env=_elsewhere(tmp_path),
                           capture_output=True, text=True, timeout=420)
   assert result.returncode == 0, result.stderr[-3000:]
