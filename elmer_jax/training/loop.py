@@ -73,15 +73,10 @@ class TrainConfig:
 
   def __post_init__(self):
     if self.optimizer.total_steps is None:  # The schedule follows `steps`.
-      warmup = self.optimizer.warmup_steps
-      if self.steps <= warmup and self.optimizer.schedule == "cosine":
-        raise ValueError(
-            f"TrainConfig.steps={self.steps} must exceed OptimizerConfig."
-            f"warmup_steps={warmup}: the cosine schedule ends at the last "
-            "step (or set OptimizerConfig.total_steps).")
-      if self.steps > warmup:
-        object.__setattr__(self, "optimizer", dataclasses.replace(
-            self.optimizer, total_steps=self.steps))
+      # A run no longer than its warm-up (a smoke test) ends in warm-up.
+      total = max(self.steps, self.optimizer.warmup_steps + 1)
+      object.__setattr__(self, "optimizer", dataclasses.replace(
+          self.optimizer, total_steps=total))
     for name, value, allowed in (
         ("spare_slots", self.spare_slots, feature_converter.SPARE_SLOTS),
         ("spare_labels", self.spare_labels, feature_converter.SPARE_LABELS)):
