@@ -79,10 +79,10 @@ def main(argv):
   if _MAX_LENGTH.value is not None and _MAX_LENGTH.value < 2:
     raise app.UsageError(f"--max_length={_MAX_LENGTH.value}: decoder slots "
                          "must be >= 2 (`<s>` and at least one more).")
-  texts = read_lines(_INPUT.value)
   trained_model.parse_run_config(_MODEL_DIR.value, _GIN_FILES.value,
                                  _GIN_BINDINGS.value)
   model = trained_model.load(_MODEL_DIR.value, _STEP.value)
+  texts = read_lines(_INPUT.value)
   config = decoding.DecodeConfig(
       length_mode="max_length", max_length=slots(_MAX_LENGTH.value, model),
       exit_threshold=_THRESHOLD.value, collapse_repeats=_COLLAPSE.value)
@@ -98,10 +98,12 @@ def main(argv):
         [texts[i] for i in filled], config, _MAX_INPUT.value, _BATCH.value)
     for i, result in zip(filled, decoded):
       results[i] = result
+  # One write, even of nothing: GFile creates (truncates) a file only when
+  # written to.
   with tf.io.gfile.GFile(_OUTPUT.value, "w") as f:
-    for result in results:
-      f.write((json.dumps(result) if _FORMAT.value == "jsonl"
-               else result["text"].replace("\n", " ")) + "\n")
+    f.write("".join((json.dumps(result) if _FORMAT.value == "jsonl"
+                     else result["text"].replace("\n", " ")) + "\n"
+                    for result in results))
   print(f"Wrote {len(results)} outputs to {_OUTPUT.value} "
         f"(checkpoint {model.checkpoint}, {config.max_length} slots).")
 
