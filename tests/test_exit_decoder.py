@@ -139,7 +139,8 @@ def test_torch_generate_stops_early_with_the_same_outputs(tmp_path):
   runs = []
   for threshold in (float(np.log(config.vocab_size)), 3.0, 4.0, 0.0):
     calls.clear()
-    theirs = model.generate(enc_t, max_length=16, exit_threshold=threshold)
+    theirs = model.generate(enc_t, max_length=16, exit_threshold=threshold,
+                            return_dict_in_generate=True)
     ran = len(calls)
     ours = decoding.decode(config, params, enc,
                            DecodeConfig(max_length=16,
