@@ -161,7 +161,8 @@ def make_loss_sums(model_config: ElmerConfig, objective: ObjectiveConfig
     if objective.fused_loss:
       per_token = lm_head_loss.head_cross_entropy(
           out.exit_states, params["shared"]["embedding"],
-          params["final_logits_bias"], targets,
+          # A buffer, as in the model's own off-ramp: no gradient.
+          jax.lax.stop_gradient(params["final_logits_bias"]), targets,
           dtype=model_config.compute_dtype,
           vocab_multiple=objective.vocab_multiple,
           label_smoothing=objective.label_smoothing, z_loss=objective.z_loss)
