@@ -100,7 +100,9 @@ def _assert_same_losses(two_process_dir, tmp_path, mesh=tuple(MESH)):
   two, single = _losses(two_process_dir), _losses(tmp_path / "one")
   assert sorted(two) == list(range(1, STEPS + 1))
   for step in two:
-    assert two[step] == pytest.approx(single[step], abs=1e-6), step
+    # A different reduction order across processes: a few float32 ulps of
+    # the summed loss (1 ulp at 8 is 9.5e-7; 1.3e-6 was measured).
+    assert two[step] == pytest.approx(single[step], rel=5e-7), step
   assert two[STEPS] < two[1]
 
 

@@ -82,8 +82,14 @@ def source_report(task: seqio.Task, split: str,
                   shard: Optional[seqio.ShardInfo] = None,
                   limit: int = REPORT_LINES) -> SourceReport:
   """Reads the first `limit` records of `task`'s `split` (one shard)."""
-  raw = task.source.get_dataset(split=split, shuffle=False,
-                                shard_info=shard).take(limit + 1)
+  source = task.source
+  by_files = shard is None or source.supports_arbitrary_sharding or len(
+      source.list_shards(split)) >= shard.num_shards
+  raw = source.get_dataset(split=split, shuffle=False,
+                           shard_info=shard if by_files else None)
+  if not by_files:  # As seqio's Task does: fewer files than shards.
+    raw = raw.shard(shard.num_shards, shard.index)
+  raw = raw.take(limit + 1)
   read = repaired = 0
   samples = []
   for record in raw.as_numpy_iterator():
