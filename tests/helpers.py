@@ -6,11 +6,14 @@ import subprocess
 import sys
 
 import flax
+import gin
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from elmer_jax import gin_utils
 from elmer_jax.model.config import ElmerConfig
+from elmer_jax.model.params import init_params
 
 TINY = ElmerConfig(vocab_size=96, d_model=32, num_heads=4, d_ff=64,
                    encoder_layers=2, decoder_layers=4, max_positions=40,
@@ -66,6 +69,26 @@ def checkpoint_params(model_dir, step: int) -> dict[str, np.ndarray]:
   with ocp.StandardCheckpointer() as checkpointer:
     state = checkpointer.restore(path)
   return flax.traverse_util.flatten_dict(state["params"], sep="/")
+
+
+def sample_run(run_dir: str, step: int = 5) -> tuple[ElmerConfig, dict]:
+  """A pretraining run's directory of the tiny sample model: config.gin and
+  one checkpoint of perturbed initial parameters (no zero biases or unit
+  scales to hide behind). Returns (config, params)."""
+  gin_utils.parse(["experiments/demo_sample_tiny.gin"])
+  config = gin_utils.macro("MODEL_CONFIG")
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "config.gin"), "w") as f:
+    f.write(gin.config_str())
+  params = init_params(config, jax.random.key(3))
+  params = jax.tree.map(
+      lambda x: x + 0.3 * jax.random.normal(jax.random.key(4), x.shape),
+      params)
+  with ocp.CheckpointManager(
+      os.path.join(run_dir, "checkpoints"),
+      item_handlers=ocp.StandardCheckpointHandler()) as manager:
+    manager.save(step, args=ocp.args.StandardSave({"params": params}))
+  return config, params
 
 
 def run_python(*args, timeout: float = 600, **env

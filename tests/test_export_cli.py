@@ -7,33 +7,19 @@ import os
 import gin
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
 from elmer_jax import decoding, gin_utils, trained_model
-from elmer_jax.model.params import init_params
 from elmer_jax.training import checkpoints
 from tests.helpers import (LOAD_AND_GENERATE, TEXTS, assert_bitwise_equal,
-                           run_python)
+                           run_python, sample_run)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-  """A pretraining run's directory: config.gin and one checkpoint."""
-  gin_utils.parse(["experiments/demo_sample_tiny.gin"])
-  config = gin_utils.macro("MODEL_CONFIG")
   run = tmp_path_factory.mktemp("run")
-  (run / "config.gin").write_text(gin.config_str())
-  params = init_params(config, jax.random.key(3))
-  params = jax.tree.map(  # No zero biases or unit scales to hide behind.
-      lambda x: x + 0.3 * jax.random.normal(jax.random.key(4), x.shape),
-      params)
-  with ocp.CheckpointManager(
-      run / "checkpoints",
-      item_handlers=ocp.StandardCheckpointHandler()) as manager:
-    manager.save(5, args=ocp.args.StandardSave({"params": params}))
-  return run, config, params
+  return (run, *sample_run(str(run)))
 
 
 @pytest.mark.slow

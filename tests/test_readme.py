@@ -1,6 +1,7 @@
 """The README's snippets run as written, from a directory that is not the
 repository (with folders named like gin_configs/ ones in it)."""
 
+import ast
 import json
 import os
 import re
@@ -9,6 +10,8 @@ import subprocess
 import sys
 
 import pytest
+
+from tests.helpers import run_python, sample_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,12 +51,23 @@ def _snippets() -> list:
 
 @pytest.mark.parametrize("block", _snippets())
 def test_python_snippet_runs_as_written(tmp_path, block):
+  env = _elsewhere(tmp_path)
+  exports = re.search(r'OUT = "(.*?)"', block)
+  if exports:  # The export snippet reads an export of a run.
+    run = tmp_path / "runs" / "run"
+    sample_run(str(run))
+    result = run_python("-m", "elmer_jax.export", f"--model_dir={run}",
+                        f"--output_dir={tmp_path / exports.group(1)}",
+                        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
   result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path,
-                          env=_elsewhere(tmp_path), capture_output=True,
+                          env=env, capture_output=True,
                           text=True, timeout=420)
   assert result.returncode == 0, block + result.stderr[-3000:]
   if "objectives.summarize" in block:
     assert "'loss'" in result.stdout and "'accuracy'" in result.stdout
+  if exports:  # One decoded string per input text.
+    assert len(ast.literal_eval(result.stdout.splitlines()[-1])) == 2
 
 
 def test_readme_training_command_runs_from_another_directory(tmp_path):

@@ -121,7 +121,7 @@ rows = []
 for text in texts:
   batch = tokenizer([text], return_tensors="pt")
   out = model.generate(batch["input_ids"], batch["attention_mask"],
-                       max_length=slots)
+                       max_length=slots, return_dict_in_generate=True)
   rows.append([batch["input_ids"][0].tolist(),
                out.sequences[0, :out.lengths[0]].tolist()])
 print(json.dumps(rows))
