@@ -117,6 +117,13 @@ def test_batch_must_divide_among_processes():
     _iterator(seed=0, shard=seqio.ShardInfo(0, 2), batch=5)
 
 
+def test_a_bare_dataset_is_refused_not_iterated_forever():
+  dataset = pipeline.get_dataset(TASK, LENGTHS, "train", 4,
+                                 pipeline.converter_for(TASK), seed=0)
+  with pytest.raises(TypeError, match="ShardInfo.*process_datasets"):
+    pipeline.ResumableIterator(dataset)
+
+
 def test_global_batch_from_process_local_data():
   import jax
   mesh = jax.make_mesh((8,), ("data",),

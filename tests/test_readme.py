@@ -38,18 +38,7 @@ def test_readme_has_the_snippets_this_test_runs():
   assert len(_python_blocks()) >= 2
 
 
-def _snippets() -> list:
-  """The "Data" snippet's first batch (64 x 512 tokens of the sample) did
-  not arrive within 420 s on the shared 2-core machine (nor in 260 s by
-  hand): not yet explained, so it is expected to fail until it is."""
-  return [pytest.param(block, marks=pytest.mark.xfail(
-      reason="Data snippet: first batch not within the timeout (open)",
-      raises=subprocess.TimeoutExpired, strict=False))
-          if "ResumableIterator" in block else block
-          for block in _python_blocks()]
-
-
-@pytest.mark.parametrize("block", _snippets())
+@pytest.mark.parametrize("block", _python_blocks())
 def test_python_snippet_runs_as_written(tmp_path, block):
   env = _elsewhere(tmp_path)
   exports = re.search(r'OUT = "(.*?)"', block)

@@ -128,6 +128,10 @@ class ResumableIterator(Iterator[dict[str, np.ndarray]]):
   restore of every shard's iterator state."""
 
   def __init__(self, datasets: Mapping[seqio.ShardInfo, tf.data.Dataset]):
+    if not isinstance(datasets, Mapping):  # Sorting a dataset never ends.
+      raise TypeError(
+          f"ResumableIterator takes {{ShardInfo: tf.data.Dataset}} (what "
+          f"process_datasets returns), not a {type(datasets).__name__}.")
     self._shards = sorted(datasets, key=lambda shard: shard.index)
     self._num_shards = self._shards[0].num_shards
     self._iterators = [iter(datasets[shard]) for shard in self._shards]
