@@ -50,17 +50,22 @@ demo-clean:
 # Tiers (markers in pyproject.toml): unit and parity tests by default;
 # integration = training runs, CLI subprocesses, multi-process and launches;
 # slow = kill/resume, base-size parity, long learning runs.
+# Files run in parallel, one per core (pytest-xdist; PYTEST_WORKERS=0 runs
+# them in this process), each file's tests in one worker so that a file's
+# fixtures (trained runs, exports) are built once.
+PYTEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 test: $(INSTALLED)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-integration: $(INSTALLED)
-	$(PY) -m pytest -q -m "integration and not slow"
+	$(PYTEST) -m "integration and not slow"
 
 test-slow: $(INSTALLED)
-	$(PY) -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 test-all: $(INSTALLED)
-	$(PY) -m pytest -q -m ""
+	$(PYTEST) -m ""
 
 bench: $(INSTALLED)
 	$(PY) bench/train_throughput.py --gin_file=models/tiny.gin
