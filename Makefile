@@ -52,9 +52,9 @@ demo-clean:
 # slow = kill/resume, base-size parity, long learning runs.
 # Files run in parallel, one per core (pytest-xdist; PYTEST_WORKERS=0 runs
 # them in this process), each file's tests in one worker so that a file's
-# fixtures (trained runs, exports) are built once.
+# fixtures (trained runs, exports) are built once; the slowest 15 are listed.
 PYTEST_WORKERS ?= auto
-PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 test: $(INSTALLED)
 	$(PYTEST)
 
