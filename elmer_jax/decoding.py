@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from elmer_jax.data import vocabularies
-from elmer_jax.model import exit_decoder
+from elmer_jax.model import exit_decoder, off_ramp
 from elmer_jax.model.config import ElmerConfig
 
 LENGTH_MODES = ("max_length", "oracle")
@@ -109,7 +109,8 @@ def warn_if_exit_costs_more(config: ElmerConfig, decode_config: DecodeConfig,
                             encoder_length: int) -> bool:
   """Logs a warning (and returns True) when entropy exit on a model without
   soft exit costs more than it saves at the exit rate just measured."""
-  if config.soft_exit or not decode_config.exit_threshold:
+  if config.soft_exit or not off_ramp.exits_early(
+      decode_config.exit_threshold):
     return False
   cost, saved = exit_test_flops(config, exit_layers, slots, encoder_length)
   if cost <= saved:
@@ -234,6 +235,39 @@ def encoder_batch(model_config: ElmerConfig, inputs: Sequence[Sequence[int]],
   return rows
 
 
+def decode_in_batches(model_config: ElmerConfig, params: Any,
+                      decode_config: DecodeConfig,
+                      inputs: Sequence[Sequence[int]], batch_size: int,
+                      length: int,
+                      target_lengths: Optional[Sequence[int]] = None
+                      ) -> tuple[list[dict[str, list[int]]], np.ndarray]:
+  """Decodes token-id inputs (each at most `length`) in batches of one shape
+  (`encoder_batch`: the last is padded, and its filler rows dropped), and
+  warns if early exit costs more than it saves. `target_lengths`: one per
+  input, in `oracle` mode. Returns per input its output `tokens` and their
+  `exit_layers`, and every input's exit layer per slot (-1: an empty slot,
+  after the kept tokens and their `</s>`)."""
+  decode_fn = make_decode_fn(model_config, decode_config)
+  decoded, exits = [], []
+  for start in range(0, len(inputs), batch_size):
+    chunk = inputs[start:start + batch_size]
+    lengths = None
+    if target_lengths is not None:
+      lengths = np.ones((batch_size,), np.int32)
+      lengths[:len(chunk)] = target_lengths[start:start + batch_size]
+    out = jax.device_get(decode_fn(params, encoder_batch(
+        model_config, chunk, batch_size, length), lengths))
+    exits.append(out.exit_layers[:len(chunk)])
+    for i in range(len(chunk)):
+      ids = out.tokens[i, :out.lengths[i]].tolist()
+      decoded.append({"tokens": ids,
+                      "exit_layers": out.exit_layers[i, :len(ids)].tolist()})
+  exits = np.concatenate(exits)
+  warn_if_exit_costs_more(model_config, decode_config, exits, exits >= 0,
+                          length)
+  return decoded, exits
+
+
 def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
                   texts: Sequence[str], decode_config: DecodeConfig,
                   max_input_length: int, batch_size: int = 32
@@ -267,18 +301,6 @@ def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
     logging.warning("Cut %d of %d inputs to %d tokens (max_input_length=%d, "
                     "ElmerConfig.max_positions=%d).", cut, len(texts), limit,
                     max_input_length, model_config.max_positions)
-  decode_fn = make_decode_fn(model_config, decode_config)
-  results, exits = [], []
-  for start in range(0, len(encoded), batch_size):
-    chunk = encoded[start:start + batch_size]
-    out = jax.device_get(decode_fn(params, encoder_batch(
-        model_config, chunk, batch_size, limit)))
-    exits.append(out.exit_layers[:len(chunk)])
-    for i in range(len(chunk)):
-      ids = out.tokens[i, :out.lengths[i]].tolist()
-      results.append({"text": vocabulary.decode(ids), "tokens": ids,
-                      "exit_layers": out.exit_layers[i, :len(ids)].tolist()})
-  exits = np.concatenate(exits)
-  warn_if_exit_costs_more(model_config, decode_config, exits, exits >= 0,
-                          limit)
-  return results
+  decoded, _ = decode_in_batches(model_config, params, decode_config, encoded,
+                                 batch_size, limit)
+  return [{"text": vocabulary.decode(out["tokens"]), **out} for out in decoded]

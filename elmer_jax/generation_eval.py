@@ -10,8 +10,6 @@ of decoder-layer passes early exit saved.
 import dataclasses
 from typing import Any, Optional
 
-import jax
-import numpy as np
 import seqio
 
 from elmer_jax import decoding, metrics
@@ -62,27 +60,18 @@ def evaluate(model_config: ElmerConfig, params: Any,
              config: GenerationEvalConfig, encoder_length: int
              ) -> tuple[dict[str, float], list[dict[str, Any]]]:
   """Scores and per-example predictions (text, reference, exit layers)."""
-  decode_fn = decoding.make_decode_fn(model_config, config.decode)
-  oracle = config.decode.length_mode == "oracle"
-  predictions, exits, masks = [], [], []
-  for start in range(0, len(examples), config.batch_size):
-    chunk = examples[start:start + config.batch_size]
-    rows = decoding.encoder_batch(model_config, [ex["inputs"] for ex in chunk],
-                                  config.batch_size, encoder_length)
-    lengths = np.ones((config.batch_size,), np.int32)
-    for i, ex in enumerate(chunk):
-      lengths[i] = min(ex["target_length"], config.decode.max_length)
-    out = jax.device_get(decode_fn(params, rows, lengths if oracle else None))
-    for i, ex in enumerate(chunk):
-      ids = out.tokens[i, :out.lengths[i]].tolist()
-      predictions.append({"prediction": vocabulary.decode(ids),
-                          "reference": ex["reference"],
-                          "exit_layers": out.exit_layers[i, :len(ids)].tolist()})
-    exits.append(out.exit_layers[:len(chunk)])
-    masks.append(out.exit_layers[:len(chunk)] >= 0)
-  exits, masks = np.concatenate(exits), np.concatenate(masks)
-  decoding.warn_if_exit_costs_more(model_config, config.decode, exits, masks,
-                                   encoder_length)
+  lengths = None
+  if config.decode.length_mode == "oracle":
+    lengths = [min(ex["target_length"], config.decode.max_length)
+               for ex in examples]
+  decoded, exits = decoding.decode_in_batches(
+      model_config, params, config.decode, [ex["inputs"] for ex in examples],
+      config.batch_size, encoder_length, lengths)
+  predictions = [{"prediction": vocabulary.decode(out["tokens"]),
+                  "reference": ex["reference"],
+                  "exit_layers": out["exit_layers"]}
+                 for ex, out in zip(examples, decoded)]
+  masks = exits >= 0
   scores = metrics.compute_metrics([p["prediction"] for p in predictions],
                                    [p["reference"] for p in predictions])
   scores.update(

@@ -14,8 +14,6 @@ import jax
 from jax.experimental import mesh_utils
 import numpy as np
 
-from elmer_jax.model import params as model_params
-from elmer_jax.model.config import ElmerConfig
 
 MESH_AXES = ("data", "fsdp", "tensor")
 Rules = Sequence[tuple[str, Optional[str | tuple[str, ...]]]]
@@ -98,13 +96,6 @@ def make_mesh(config: MeshConfig = MeshConfig(),
                                          allow_split_physical_axes=True)
   auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
   return jax.sharding.Mesh(np.asarray(grid), MESH_AXES, axis_types=auto)
-
-
-def param_shardings(config: ElmerConfig, mesh: jax.sharding.Mesh,
-                    rules: Rules = DEFAULT_RULES):
-  """A NamedSharding for every parameter, from its logical axes and `rules`."""
-  return nn.logical_to_mesh_sharding(model_params.logical_axes(config), mesh,
-                                     list(rules))
 
 
 def state_shardings(boxed_tree, mesh: jax.sharding.Mesh,

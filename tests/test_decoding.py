@@ -344,3 +344,25 @@ def test_generate_text(caplog, encoder_bos):
     assert result["text"] == vocab.decode(result["tokens"])
   with pytest.raises(ValueError, match=r"texts\[1\] is empty"):
     decoding.generate_text(TINY, params, vocab, ["ok", "  "], config, 16)
+
+
+def test_decoding_in_batches_pads_the_last_and_keeps_oracle_lengths():
+  """The loop generate_text and generation_eval share: a padded last batch
+  and per-input target lengths give what one direct batch gives."""
+  _, _, params = hf_reference.plain_model(seed=33)
+  config = DecodeConfig(max_length=8, length_mode="oracle")
+  rng = np.random.default_rng(3)
+  enc = random_tokens(rng, TINY, 5, 12)
+  inputs = [row[row != PAD].tolist() for row in enc]
+  targets = [3, 8, 1, 5, 6]
+  decoded, exits = decoding.decode_in_batches(
+      TINY, params, config, inputs, batch_size=2, length=12,
+      target_lengths=targets)
+  direct = decoding.decode(TINY, params, enc, config, np.asarray(targets))
+  np.testing.assert_array_equal(exits, direct.exit_layers)
+  assert len(decoded) == 5
+  for i, out in enumerate(decoded):
+    n = int(direct.lengths[i])
+    assert n <= targets[i]
+    assert out == {"tokens": direct.tokens[i, :n].tolist(),
+                   "exit_layers": direct.exit_layers[i, :n].tolist()}

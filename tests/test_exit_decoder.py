@@ -179,3 +179,16 @@ def test_exit_cost_warning(caplog):
   assert cost == 16 * (LAYERS - 2) * 2 * d * 4096
   assert saved == 16 * (8 * d * d + 4 * 24 * d + 4 * d * f)
   assert not caplog.text
+
+
+def test_threshold_zero_is_off_in_one_place():
+  """`off_ramp.exits_early` decides outside a program (None and any 0 are
+  off; an array is on), `off_ramp.confident` inside (0 moves no token)."""
+  for off in (None, 0, 0.0, np.float32(0)):
+    assert not off_ramp.exits_early(off)
+  for on in (0.5, np.float64(2.0), jnp.float32(0)):
+    assert off_ramp.exits_early(on)
+  entropies = jnp.array([0.0, 0.3, 1.0])
+  assert not off_ramp.confident(entropies, jnp.float32(0)).any()
+  np.testing.assert_array_equal(off_ramp.confident(entropies, 0.5),
+                                [True, True, False])

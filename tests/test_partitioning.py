@@ -9,7 +9,7 @@ from jax.sharding import PartitionSpec as P
 
 from elmer_jax import partitioning
 from elmer_jax.model import Elmer
-from elmer_jax.model.params import init_params
+from elmer_jax.model.params import abstract_params, init_params
 from tests.helpers import TINY, random_tokens
 
 
@@ -49,7 +49,7 @@ def test_wrong_mesh_sizes_name_the_value(ici, pattern):
 
 def test_parameters_are_sharded_as_the_rules_say():
   mesh = partitioning.make_mesh(partitioning.MeshConfig(ici=(2, 2, 2)))
-  shardings = partitioning.param_shardings(TINY, mesh)
+  shardings = partitioning.state_shardings(abstract_params(TINY), mesh)
   params = jax.device_put(init_params(TINY, jax.random.key(0)), shardings)
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   expected = {
@@ -77,7 +77,8 @@ def test_sharded_forward_equals_single_device():
   enc, dec = random_tokens(rng, TINY, 4, 12), random_tokens(rng, TINY, 4, 8)
   expected = Elmer(TINY).apply({"params": params}, enc, dec).logits
 
-  sharded = jax.device_put(params, partitioning.param_shardings(TINY, mesh))
+  sharded = jax.device_put(
+      params, partitioning.state_shardings(abstract_params(TINY), mesh))
   data = partitioning.data_sharding(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(
       list(partitioning.DEFAULT_RULES)):

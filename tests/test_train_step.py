@@ -11,6 +11,7 @@ import seqio
 import tasks  # pylint: disable=unused-import  (registers the tasks)
 from elmer_jax import gin_utils, objectives, partitioning
 from elmer_jax.data import pipeline
+from elmer_jax.model import params as model_params
 from elmer_jax.training import optimizer as optim
 from elmer_jax.training import train_step
 
@@ -93,7 +94,8 @@ def test_sharded_steps_keep_the_layout_and_match_one_device(config, batches):
   state, step = _setup(config)
   reference, ref_metrics = jax.jit(step)(state, batches[0])
 
-  param_shardings = partitioning.param_shardings(config, mesh)
+  param_shardings = partitioning.state_shardings(
+      model_params.abstract_params(config), mesh)
   data = partitioning.data_sharding(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(
       list(partitioning.DEFAULT_RULES)):

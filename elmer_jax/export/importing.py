@@ -3,8 +3,8 @@ saving them as an orbax checkpoint the trainer takes as `init_checkpoint`.
 
 Works for plain BART configs (the released RUCAIBox/elmer) and for our own
 exports; `concat_head.weight` in the weights makes a soft-exit model. Every
-key and shape is checked in Hugging Face terms before any conversion, so an
-error names the key and both shapes.
+key and shape is checked in Hugging Face terms before any conversion
+(`param_map.from_hf`), so an error names the key and both shapes.
 """
 
 import json
@@ -19,15 +19,6 @@ import tokenizers
 from elmer_jax.data import vocabularies
 from elmer_jax.export import hf_config, hf_weights, param_map
 from elmer_jax.model.config import ElmerConfig
-from elmer_jax.model.params import flat_shapes
-
-
-def expected_hf_shapes(config: ElmerConfig) -> dict[str, tuple[int, ...]]:
-  """HF key → the shape a model of `config` needs (untied keys only)."""
-  shapes = flat_shapes(config.replace(scan_layers=False))
-  return {theirs: tuple(transform.to_hf(
-      np.broadcast_to(np.float32(0), shapes[ours]), config).shape)
-          for ours, theirs, transform in param_map.name_map(config)}
 
 
 def tokenizer_vocab(hf_dir: str) -> dict[str, int]:
@@ -41,19 +32,6 @@ def tokenizer_vocab(hf_dir: str) -> dict[str, int]:
     with open(path) as f:
       return json.load(f)
   return {}
-
-
-def check_state_dict(state: dict[str, np.ndarray], config: ElmerConfig,
-                     where: str) -> None:
-  """Raises naming the first missing key or the first wrong shape."""
-  for key, shape in expected_hf_shapes(config).items():
-    if key not in state:
-      raise ValueError(f"{where} lacks {key!r} (expected shape {shape}).")
-    if tuple(state[key].shape) != shape:
-      raise ValueError(
-          f"{where}: {key!r} has shape {tuple(state[key].shape)}; the config "
-          f"(vocab_size={config.vocab_size}, d_model={config.d_model}, ...) "
-          f"expects {shape}.")
 
 
 SHARED = "model.shared.weight"
@@ -115,8 +93,7 @@ def read_hf_directory(hf_dir: str, scan_layers: bool = False,
         f"The tokenizer files of {hf_dir} hold {len(vocab)} tokens but "
         f"config.json has vocab_size={config.vocab_size} (the embedding "
         "rows); they must match.")
-  check_state_dict(state, config, f"Weights of {hf_dir}")
-  return config, param_map.from_hf(state, config)
+  return config, param_map.from_hf(state, config, f"Weights of {hf_dir}")
 
 
 def save_params(params: Any, output_dir: str) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.params import flat_shapes
+from elmer_jax.shapes import check_shapes
 
 Array = np.ndarray
 
@@ -146,34 +147,35 @@ def to_hf(params, config: ElmerConfig) -> dict[str, Array]:
   return out
 
 
-def from_hf(state_dict: Mapping[str, Array], config: ElmerConfig) -> dict:
+def expected_hf_shapes(config: ElmerConfig) -> dict[str, tuple[int, ...]]:
+  """HF key → the shape a model of `config` needs (untied keys only)."""
+  shapes = flat_shapes(config.replace(scan_layers=False))
+  return {theirs: tuple(transform.to_hf(
+      np.broadcast_to(np.float32(0), shapes[ours]), config).shape)
+          for ours, theirs, transform in name_map(config)}
+
+
+def from_hf(state_dict: Mapping[str, Array], config: ElmerConfig,
+            where: str = "The Hugging Face state dict") -> dict:
   """HF state dict → our parameter tree in the layout of `config`.
 
-  Every array is checked against the shape the model expects; an error names
-  the HF key, our parameter and both shapes.
+  Every key and shape is checked in HF terms first; an error names every
+  missing, unexpected or mis-shaped key with both shapes.
   """
-  expected_shapes = flat_shapes(config.replace(scan_layers=False))
+  check_shapes(
+      {k: tuple(np.shape(v)) for k, v in state_dict.items()},
+      expected_hf_shapes(config), where, may_add=TIED_ALIASES,
+      hint=f"The config (vocab_size={config.vocab_size}, d_model="
+      f"{config.d_model}, ...) expects these shapes.")
   remaining = dict(state_dict)
-  flat = {}
-  for ours, theirs, transform in name_map(config):
-    if theirs not in remaining:
-      raise ValueError(f"Hugging Face key {theirs!r} is missing; it holds our "
-                       f"parameter {ours!r}.")
-    value = transform.from_hf(np.asarray(remaining.pop(theirs)), config)
-    if tuple(value.shape) != tuple(expected_shapes[ours]):
-      raise ValueError(
-          f"Hugging Face key {theirs!r} gives {ours!r} the shape "
-          f"{tuple(value.shape)}; the model expects "
-          f"{tuple(expected_shapes[ours])}.")
-    flat[ours] = value
+  flat = {ours: transform.from_hf(np.asarray(remaining.pop(theirs)), config)
+          for ours, theirs, transform in name_map(config)}
   for alias in TIED_ALIASES:
     if alias in remaining:
       tied = np.asarray(remaining.pop(alias))
       if not np.array_equal(tied, state_dict["model.shared.weight"]):
         raise ValueError(f"{alias!r} differs from 'model.shared.weight'; ELMER "
                          "ties input and output embeddings.")
-  if remaining:
-    raise ValueError(f"Unexpected Hugging Face keys: {sorted(remaining)}.")
   if config.scan_layers:
     flat = stack_layers(flat)
   return flax.traverse_util.unflatten_dict(flat, sep="/")

@@ -14,8 +14,9 @@ embedding of the layer's predicted token (see off_ramp.py); an exited token's
 frozen state is fed the same way, so later layers see one fixed input for it.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,21 @@ def copy_on_exit(hidden: jax.Array, cache: jax.Array, exit_layers: jax.Array,
   return hidden, cache
 
 
+@flax.struct.dataclass
+class LayerInputs:
+  """What every decoder layer reads besides its carry: one pytree, passed by
+  name, that the layer stack broadcasts to every layer (scanned or not).
+  `exit_threshold` (None: off) turns on entropy early exit; `gold_tokens` are
+  mixed into the soft-exit feedback."""
+
+  encoded: jax.Array
+  self_mask: jax.Array
+  cross_mask: jax.Array
+  weights: off_ramp.OffRampWeights
+  gold_tokens: Optional[jax.Array] = None
+  exit_threshold: Optional[jax.Array] = None
+
+
 class DecoderLayer(nn.Module):
   """One BART decoder layer (no causal mask), copy-on-exit, and what the
   off-ramp decides between layers (entropy exit, soft-exit feedback).
@@ -55,18 +71,14 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, carry: tuple[jax.Array, jax.Array, jax.Array],
-               layer_index: jax.Array, encoded: jax.Array,
-               self_mask: jax.Array, cross_mask: jax.Array,
-               weights: off_ramp.OffRampWeights,
-               gold_tokens: Optional[jax.Array],
-               exit_threshold: Optional[jax.Array]):
+               layer_index: jax.Array, inputs: LayerInputs):
     cfg, det = self.config, self.deterministic
     hidden, cache, exit_layers = carry
     update = MultiHeadAttention(cfg, det, name="self_attn")(hidden, hidden,
-                                                           self_mask)
+                                                           inputs.self_mask)
     hidden = add_and_norm(cfg, hidden, update, det, "self_attn_layer_norm")
-    update = MultiHeadAttention(cfg, det, name="encoder_attn")(hidden, encoded,
-                                                              cross_mask)
+    update = MultiHeadAttention(cfg, det, name="encoder_attn")(
+        hidden, inputs.encoded, inputs.cross_mask)
     hidden = add_and_norm(cfg, hidden, update, det, "encoder_attn_layer_norm")
     update = FeedForward(cfg, det, name="ffn")(hidden)
     hidden = add_and_norm(cfg, hidden, update, det, "final_layer_norm")
@@ -74,26 +86,27 @@ class DecoderLayer(nn.Module):
     hidden = self.perturb("output", hidden)
     hidden, cache = copy_on_exit(hidden, cache, exit_layers, layer_index)
     logits = None
-    if cfg.soft_exit or exit_threshold is not None or self.collect_logits:
+    entropy_exit = inputs.exit_threshold is not None
+    if cfg.soft_exit or entropy_exit or self.collect_logits:
       # Each token's own state after the copy (an exited token shows its exit
       # logits), with its gradient: the stop-gradient is only for what later
       # layers read, so the loss at a token's exit layer still trains it.
       state = jnp.where((exit_layers <= layer_index)[..., None], cache, hidden)
-      logits = off_ramp.logits(cfg, weights, state)
-    if exit_threshold is not None:
+      logits = off_ramp.logits(cfg, inputs.weights, state)
+    if entropy_exit:
       # A token still running has the same state before and after the copy,
       # so deciding on post-copy logits and copying again is exact.
       exit_layers = off_ramp.exit_by_entropy(logits, exit_layers, layer_index,
-                                             exit_threshold)
+                                             inputs.exit_threshold)
       hidden, cache = copy_on_exit(hidden, cache, exit_layers, layer_index)
     if cfg.soft_exit:
       tokens = jnp.argmax(logits, axis=-1)
-      if gold_tokens is not None:
+      if inputs.gold_tokens is not None:
         mixing = 0.0 < self.gold_mix_rate < 1.0
         tokens = off_ramp.mix_gold(
-            tokens, gold_tokens, self.gold_mix_rate,
+            tokens, inputs.gold_tokens, self.gold_mix_rate,
             self.make_rng(off_ramp.GOLD_MIX_RNG) if mixing else None)
-      hidden = off_ramp.feed_back(cfg, weights, hidden, tokens)
+      hidden = off_ramp.feed_back(cfg, inputs.weights, hidden, tokens)
     hidden = nn.with_logical_constraint(hidden, HIDDEN_AXES)
     cache = nn.with_logical_constraint(cache, HIDDEN_AXES)
     return ((hidden, cache, exit_layers),
@@ -103,8 +116,8 @@ class DecoderLayer(nn.Module):
 class Decoder(nn.Module):
   """Returns (exit states, exit layers, per-layer logits if `collect_logits`).
 
-  `exit_threshold` (None: off) adds entropy early exit on top of the given
-  exit layers; `gold_tokens` are mixed into the soft-exit feedback at
+  Entropy early exit (`LayerInputs.exit_threshold`) moves exits below the
+  given exit layers; gold tokens enter the soft-exit feedback at
   `gold_mix_rate` (rng stream `off_ramp.GOLD_MIX_RNG`).
   """
 
@@ -112,21 +125,25 @@ class Decoder(nn.Module):
   shared: nn.Embed
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, encoded: jax.Array,
-               self_mask: jax.Array, cross_mask: jax.Array,
-               exit_layers: jax.Array, weights: off_ramp.OffRampWeights,
-               positions: Optional[jax.Array] = None,
+  def __call__(self, tokens: jax.Array, exit_layers: jax.Array,
+               inputs: LayerInputs, positions: Optional[jax.Array] = None,
                deterministic: bool = True, collect_logits: bool = False,
-               gold_tokens: Optional[jax.Array] = None,
-               gold_mix_rate: float = 0.0,
-               exit_threshold: Optional[jax.Array] = None
+               gold_mix_rate: float = 0.0
                ) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
     hidden = embed_inputs(self.config, self.shared, tokens, positions,
                           deterministic)
     carry = (hidden, jnp.zeros_like(hidden), exit_layers)
-    (_, cache, exit_layers), layer_logits = run_layers(
-        DecoderLayer, self.config, self.config.decoder_layers, deterministic,
-        carry, (encoded, self_mask, cross_mask, weights, gold_tokens,
-                exit_threshold),
-        collect_logits=collect_logits, gold_mix_rate=gold_mix_rate)
+    (_, cache, exit_layers), layer_logits = self.run_stack(
+        carry, inputs, deterministic, collect_logits, gold_mix_rate)
     return cache, exit_layers, layer_logits
+
+  def run_stack(self, carry: tuple[jax.Array, jax.Array, jax.Array],
+                inputs: LayerInputs, deterministic: bool,
+                collect_logits: bool, gold_mix_rate: float
+                ) -> tuple[Any, Optional[jax.Array]]:
+    """(final carry, stacked per-layer logits or None); called from
+    `__call__` (its layers are children of the compact method)."""
+    return run_layers(
+        DecoderLayer, self.config, self.config.decoder_layers, deterministic,
+        carry, (inputs,), collect_logits=collect_logits,
+        gold_mix_rate=gold_mix_rate)

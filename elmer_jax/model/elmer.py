@@ -17,7 +17,7 @@ import numpy as np
 from elmer_jax.model import initializers, off_ramp
 from elmer_jax.model.attention import attention_mask
 from elmer_jax.model.config import ElmerConfig
-from elmer_jax.model.decoder import Decoder
+from elmer_jax.model.decoder import Decoder, LayerInputs
 from elmer_jax.model.embeddings import token_embedder
 from elmer_jax.model.encoder import Encoder
 from elmer_jax.model.running_tokens import RunningTokensDecoder
@@ -196,13 +196,15 @@ class Elmer(nn.Module):
     cross_mask = attention_mask(decoder_input_tokens, encoder_input_tokens,
                                 cfg.pad_id, decoder_segment_ids,
                                 encoder_segment_ids)
+    inputs = LayerInputs(
+        encoded=encoded, self_mask=self_mask, cross_mask=cross_mask,
+        weights=self.off_ramp_weights(), gold_tokens=gold_tokens,
+        exit_threshold=(jnp.asarray(exit_threshold, jnp.float32)
+                        if off_ramp.exits_early(exit_threshold) else None))
     exit_states, exit_layers, layer_logits = self.decoder(
-        decoder_input_tokens, encoded, self_mask, cross_mask, exit_layers,
-        self.off_ramp_weights(), decoder_positions, deterministic,
-        collect_logits=return_all_layers, gold_tokens=gold_tokens,
-        gold_mix_rate=gold_mix_rate,
-        exit_threshold=(None if exit_threshold is None else
-                        jnp.asarray(exit_threshold, jnp.float32)))
+        decoder_input_tokens, exit_layers, inputs, decoder_positions,
+        deterministic, collect_logits=return_all_layers,
+        gold_mix_rate=gold_mix_rate)
     return ElmerOutput(logits=self.off_ramp(exit_states),
                        exit_layers=exit_layers, layer_logits=layer_logits,
                        exit_states=exit_states)

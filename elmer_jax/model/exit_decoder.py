@@ -130,8 +130,7 @@ def decode(config: ElmerConfig, params: Any, encoder_input_tokens: jax.Array,
   batch, length = decoder_input_tokens.shape
   sizes = capacities(length, fractions)
   rows = jnp.arange(batch)[:, None]
-  early = not (isinstance(exit_threshold, (int, float))
-               and exit_threshold == 0)
+  early = off_ramp.exits_early(exit_threshold)
 
   def run_layer(index: int, capacity: int, state):
     hidden, tokens, exits, done, passes = state
@@ -151,8 +150,7 @@ def decode(config: ElmerConfig, params: Any, encoder_input_tokens: jax.Array,
               tokens, exits, done, passes + batch * capacity)
     entropy, argmax = off_ramp.entropy_and_argmax(cfg, weights, states)
     if early:
-      confident = (exit_threshold > 0) & (entropy <= exit_threshold)
-      leave = running & (last | confident)
+      leave = running & (last | off_ramp.confident(entropy, exit_threshold))
     else:
       leave = running & last
     if cfg.soft_exit:

@@ -17,7 +17,8 @@ Two things read it between layers:
   off-ramp entropy falls to the threshold leaves at that layer.
 """
 
-from typing import Optional
+import numbers
+from typing import Optional, Union
 
 import flax
 import flax.linen as nn
@@ -75,13 +76,28 @@ def entropy_and_argmax(config: ElmerConfig, weights: OffRampWeights,
           jnp.argmax(z, axis=-1).astype(jnp.int32))
 
 
+def exits_early(threshold: Union[None, float, jax.Array]) -> bool:
+  """Whether an exit threshold (nats) turns entropy exit on: None and 0 are
+  off. An array counts as on: its value is known only inside the program,
+  where `confident` moves no token for 0."""
+  return threshold is not None and not (
+      isinstance(threshold, numbers.Real) and threshold == 0)
+
+
+def confident(entropies: jax.Array,
+              threshold: Union[float, jax.Array]) -> jax.Array:
+  """Tokens whose off-ramp entropy lets them leave: <= `threshold`, and none
+  when the threshold is 0 (off)."""
+  return (threshold > 0) & (entropies <= threshold)
+
+
 def exit_by_entropy(logits_: jax.Array, exit_layers: jax.Array,
                     layer_index: jax.Array, threshold: jax.Array) -> jax.Array:
-  """Moves a token's exit to `layer_index` if it has not left yet and its
-  off-ramp entropy is <= `threshold`; a threshold of 0 moves none."""
+  """Moves a token's exit to `layer_index` if it has not left yet and is
+  `confident`."""
   pending = exit_layers > layer_index
-  confident = (threshold > 0) & (entropy(logits_) <= threshold)
-  return jnp.where(pending & confident, layer_index, exit_layers)
+  return jnp.where(pending & confident(entropy(logits_), threshold),
+                   layer_index, exit_layers)
 
 
 def mix_gold(predicted: jax.Array, gold: jax.Array, rate: float,

@@ -16,17 +16,16 @@ sequence a known number of tokens per exit layer, which bounds the running
 tokens per row: `running_capacity`.
 """
 
-from typing import Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from elmer_jax.model import off_ramp
 from elmer_jax.model.attention import MultiHeadAttention
 from elmer_jax.model.config import ElmerConfig
-from elmer_jax.model.decoder import HIDDEN_AXES, Decoder, copy_on_exit
-from elmer_jax.model.embeddings import embed_inputs
+from elmer_jax.model.decoder import (HIDDEN_AXES, Decoder, LayerInputs,
+                                     copy_on_exit)
 from elmer_jax.model.feed_forward import FeedForward
 from elmer_jax.model.layer_stack import remat
 from elmer_jax.model.normalization import add_and_norm
@@ -104,33 +103,25 @@ class RunningTokensDecoder(Decoder):
 
   capacity: tuple[int, ...] = ()
 
-  @nn.compact
-  def __call__(self, tokens: jax.Array, encoded: jax.Array,
-               self_mask: jax.Array, cross_mask: jax.Array,
-               exit_layers: jax.Array, weights: off_ramp.OffRampWeights,
-               positions: Optional[jax.Array] = None,
-               deterministic: bool = True, collect_logits: bool = False,
-               gold_tokens: Optional[jax.Array] = None,
-               gold_mix_rate: float = 0.0,
-               exit_threshold: Optional[jax.Array] = None):
-    del weights, gold_mix_rate
+  def run_stack(self, carry: tuple[jax.Array, jax.Array, jax.Array],
+                inputs: LayerInputs, deterministic: bool,
+                collect_logits: bool, gold_mix_rate: float
+                ) -> tuple[Any, None]:
+    del gold_mix_rate
     cfg = self.config
     if cfg.scan_layers:
       raise ValueError("Skipping exited tokens gives every layer its own "
                        "token count, which a scanned stack cannot hold; set "
                        "ElmerConfig.scan_layers=False.")
-    if (cfg.soft_exit or collect_logits or gold_tokens is not None
-        or exit_threshold is not None):
+    if (cfg.soft_exit or collect_logits or inputs.gold_tokens is not None
+        or inputs.exit_threshold is not None):
       raise ValueError("Skipping exited tokens is for LPLM training: no soft "
                        "exit, per-layer logits or entropy exit.")
     if len(self.capacity) != cfg.decoder_layers:
       raise ValueError(f"running_capacity has {len(self.capacity)} entries; "
                        f"the decoder has {cfg.decoder_layers} layers.")
-    hidden = embed_inputs(cfg, self.shared, tokens, positions, deterministic)
-    carry = (hidden, jnp.zeros_like(hidden), exit_layers)
     layer = remat(RunningTokensLayer, cfg)
     for i, size in enumerate(self.capacity):
       carry, _ = layer(cfg, size, deterministic, name=f"layers_{i}")(
-          carry, i, encoded, self_mask, cross_mask)
-    _, cache, exit_layers = carry
-    return cache, exit_layers, None
+          carry, i, inputs.encoded, inputs.self_mask, inputs.cross_mask)
+    return carry, None

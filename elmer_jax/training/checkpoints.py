@@ -20,7 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
-from elmer_jax import console, distributed
+from elmer_jax import console, distributed, shapes
 
 EVAL_LOSS = "eval/loss"
 
@@ -36,21 +36,13 @@ def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
 
 def check_compatible(saved: Any, expected: Any, where: str,
                      may_lack: Sequence[str] = ()) -> None:
-  """Raises naming the first parameter path whose shape differs (before
-  orbax would fail with a less helpful message). `saved` may lack the paths
-  that start with one of `may_lack`."""
-  saved_shapes, expected_shapes = _flat_shapes(saved), _flat_shapes(expected)
-  for path, shape in expected_shapes.items():
-    if path not in saved_shapes and path.startswith(tuple(may_lack)):
-      continue
-    if path not in saved_shapes:
-      raise IncompatibleCheckpointError(
-          f"{where} has no {path!r}; the model expects shape {shape}. Is it "
-          "a checkpoint of this model?")
-    if saved_shapes[path] != shape:
-      raise IncompatibleCheckpointError(
-          f"{where}: {path!r} has shape {saved_shapes[path]} but the model "
-          f"expects {shape}; the model config differs from the checkpoint's.")
+  """Raises naming every parameter path whose shape differs or that `saved`
+  lacks (before orbax would fail with a less helpful message). `saved` may
+  lack the paths that start with one of `may_lack`."""
+  shapes.check_shapes(
+      _flat_shapes(saved), _flat_shapes(expected), where, may_lack=may_lack,
+      may_add=shapes.ANY, error=IncompatibleCheckpointError,
+      hint="Is it a checkpoint of this model, made with the same config?")
 
 
 def _tree(metadata) -> Any:
@@ -211,7 +203,7 @@ def check_params_checkpoint(path: str, abstract_params: Any,
   """Checks that `path` holds parameters shaped like `abstract_params`
   (except those starting with a `fresh` prefix, which it may lack); returns
   the item directory and the saved parameter paths. Raises naming the path
-  and the first mismatching parameter (cheap: reads metadata only)."""
+  and every mismatching parameter (cheap: reads metadata only)."""
   item = _params_item(path)
   try:
     metadata = ocp.StandardCheckpointer().metadata(item)
