@@ -175,7 +175,8 @@ def _curve(model_dir: str) -> list[dict]:
   import jax
   from elmer_jax import generation_eval, trained_model
   trained_model.parse_run_config(model_dir)
-  model = trained_model.load(model_dir)
+  import tasks  # Registers the tasks.
+  model = trained_model.load(model_dir, use_vocabulary=tasks.use_vocabulary)
   train = model.train_config
   examples = generation_eval.read_examples(
       train.mixture_or_task, "validation", train.encoder_length,

@@ -26,7 +26,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-import tasks  # pylint: disable=unused-import  (registers the tasks)
+import tasks  # Registers the tasks.
 from elmer_jax import decoding, generation_eval, gin_utils, trained_model
 from elmer_jax.training import loop
 
@@ -103,7 +103,8 @@ def main(argv):
   if _EVAL_STEP.value is None:
     loop.train(model_config, train_config, model_dir)
   train_s = time.time() - start
-  model = trained_model.load(model_dir, _EVAL_STEP.value)
+  model = trained_model.load(model_dir, _EVAL_STEP.value,
+                             use_vocabulary=tasks.use_vocabulary)
   slots = train_config.decoder_length
   examples = generation_eval.read_examples(
       task, "validation", train_config.encoder_length, slots)

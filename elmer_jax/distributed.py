@@ -3,7 +3,8 @@
 The trainer calls `initialize()` before touching a device, so a run starts
 the same way everywhere:
 
-- explicit: `--coordinator_address/--num_processes/--process_id`, or the
+- explicit: `--coordinator_address/--num_processes/--process_id` (flags of
+  the train command, passed here as arguments), or the
   environment variables `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
   `JAX_PROCESS_ID` (GPU clusters, and CPU processes, which then use gloo
   collectives);
@@ -25,22 +26,10 @@ import importlib.util
 import os
 from typing import Optional
 
-from absl import flags
 import jax
 import numpy as np
 
 from elmer_jax import console
-
-_ADDRESS = flags.DEFINE_string(
-    "coordinator_address", None,
-    "host:port of process 0's coordinator (else $JAX_COORDINATOR_ADDRESS).")
-_NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", None, "Processes in the run (else $JAX_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer(
-    "process_id", None, "This process's index (else $JAX_PROCESS_ID).")
-_HEARTBEAT = flags.DEFINE_integer(
-    "heartbeat_timeout_s", 100,
-    "A peer silent this long is declared lost and the run stops.")
 
 # Set on Cloud TPU under GKE; TPU VMs reached by ssh are found by libtpu.
 _TPU_ENV = ("TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE",
@@ -55,10 +44,6 @@ def _env_int(name: str) -> Optional[int]:
     return int(value)
   except ValueError:
     raise ValueError(f"${name}={value!r} is not an integer.") from None
-
-
-def _flag(holder):
-  return holder.value if flags.FLAGS.is_parsed() else holder.default
 
 
 def _cluster_detected() -> bool:
@@ -76,21 +61,17 @@ def _cluster_detected() -> bool:
 def initialize(coordinator_address: Optional[str] = None,
                num_processes: Optional[int] = None,
                process_id: Optional[int] = None,
-               heartbeat_timeout_s: Optional[int] = None) -> None:
+               heartbeat_timeout_s: int = 100) -> None:
   """Joins the run's processes (if there are several) and logs this one.
 
-  Arguments override the flags, which override the environment variables.
+  Arguments (the train command's flags) override the environment variables.
+  `heartbeat_timeout_s`: a peer silent this long is declared lost.
   """
-  address = (coordinator_address or _flag(_ADDRESS)
-             or os.environ.get("JAX_COORDINATOR_ADDRESS"))
-  count = (num_processes or _flag(_NUM_PROCESSES)
-           or _env_int("JAX_NUM_PROCESSES"))
+  address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  count = num_processes or _env_int("JAX_NUM_PROCESSES")
   index = process_id
   if index is None:
-    index = _flag(_PROCESS_ID)
-  if index is None:
     index = _env_int("JAX_PROCESS_ID")
-  heartbeat = heartbeat_timeout_s or _flag(_HEARTBEAT)
   if address:
     if count is None or index is None:
       raise ValueError(
@@ -105,12 +86,12 @@ def initialize(coordinator_address: Optional[str] = None,
       # have their own.
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
       jax.distributed.initialize(address, count, index,
-                                 heartbeat_timeout_seconds=heartbeat)
+                                 heartbeat_timeout_seconds=heartbeat_timeout_s)
   elif count not in (None, 1):
     raise ValueError(f"num_processes={count} needs a coordinator address "
                      "(--coordinator_address or $JAX_COORDINATOR_ADDRESS).")
   elif _cluster_detected():
-    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
+    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_s)
   console.info(f"process {jax.process_index()}/{jax.process_count()}: "
                f"{jax.local_device_count()} local devices "
                f"{[str(d) for d in jax.local_devices()]}, "

@@ -5,7 +5,8 @@ Entry points parse gin through here. The vocabulary is one gin macro,
 `.model` or a folder with BART's `vocab.json` + `merges.txt`. When it is
 set, `vocab_size` and the special ids of `ElmerConfig` follow from it (a
 command-line binding that disagrees is an error before anything compiles),
-the built-in tasks and the file tasks use it, and the trainer copies it into
+the built-in tasks and the file tasks use it (the command passes
+`tasks.use_vocabulary`: this library never imports tasks/), and the trainer copies it into
 `RUN/vocabulary/` with `config.gin` pointing at the copy.
 
 `INIT_CHECKPOINT` naming a run directory (a training run, or what
@@ -18,7 +19,7 @@ BART's `<s> tokens </s>`.
 
 import dataclasses
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import gin
 import seqio
@@ -84,28 +85,33 @@ def init_run(init_checkpoint: Optional[str]
   return model_bindings(model), vocabulary
 
 
-def activate(path: str) -> seqio.Vocabulary:
-  """Loads the vocabulary at `path` and makes the tasks use it."""
+UseVocabulary = Callable[[seqio.Vocabulary], None]
+
+
+def activate(path: str, use_vocabulary: UseVocabulary) -> seqio.Vocabulary:
+  """Loads the vocabulary at `path` and makes the tasks use it
+  (`use_vocabulary`: `tasks.use_vocabulary`, given by the command)."""
   encoder_bos = optional_macro("ENCODER_BOS")
   vocabulary = vocabularies.load_vocabulary(
       path, True if encoder_bos is None else encoder_bos)
-  from tasks import use_vocabulary  # pylint: disable=import-outside-toplevel
   use_vocabulary(vocabulary)
   return vocabulary
 
 
 def parse_for_training(gin_files: Sequence[str], gin_bindings: Sequence[str],
-                       search_paths: Sequence[str] = ()
+                       search_paths: Sequence[str] = (), *,
+                       use_vocabulary: UseVocabulary
                        ) -> Optional[seqio.Vocabulary]:
   """Parses the trainer's gin (see the module docstring); returns the
-  vocabulary set by `VOCABULARY` or the init run, None if neither."""
+  vocabulary set by `VOCABULARY` or the init run, None if neither (the tasks
+  get it through `use_vocabulary`)."""
   gin_utils.parse(gin_files, gin_bindings, search_paths)
   prelude, init_vocabulary = init_run(optional_macro("INIT_CHECKPOINT"))
   gin_utils.parse(gin_files, gin_bindings, search_paths, prelude=prelude)
   path = optional_macro("VOCABULARY") or init_vocabulary
   if not path:
     return None
-  vocabulary = activate(path)
+  vocabulary = activate(path, use_vocabulary)
   gin_utils.parse(gin_files, [*vocabulary_bindings(vocabulary),
                               f"VOCABULARY = {path!r}", *gin_bindings],
                   search_paths, prelude=prelude)

@@ -1,63 +1,12 @@
-"""Pretrain ELMER: `python -m elmer_jax.train --gin_file=... --model_dir=DIR`.
+"""`python -m elmer_jax.train`, kept as it was: the command is
+elmer_jax/commands/train.py."""
 
-Gin files come from `gin_configs/` (or --gin_search_paths); `--gin.NAME=VALUE`
-adds a binding. The run directory gets the parsed `config.gin`, and a copy
-of the vocabulary `--gin.VOCABULARY="'path'"` names (see run_config.py). Multi-host:
-the same command on every host, see `elmer_jax/distributed.py` for how the
-processes find each other (--coordinator_address, --num_processes,
---process_id, or automatically on Cloud TPU).
-"""
+from absl import flags
 
-import os
-import sys
+from elmer_jax.commands import train
 
-from absl import app, flags
-import gin
-import jax
-
-from elmer_jax import console, distributed, gin_utils
-
-_GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
-_GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [],
-                                          "Gin bindings (also --gin.X=Y).")
-_SEARCH = flags.DEFINE_list("gin_search_paths", [], "Where gin files live.")
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory.")
-_VERBOSE = flags.DEFINE_bool("verbose", False, "Also print the INFO logs of "
-                             "TensorFlow, XLA, orbax, gin and jax.")
-# Macros read by code (here and in run_config.py), not by gin bindings.
-_READ_MACROS = ("MODEL_CONFIG", "TRAIN_CONFIG", "VOCABULARY", "ENCODER_BOS",
-                "INIT_CHECKPOINT")
-
-
-def main(argv):
-  del argv
-  if not _MODEL_DIR.value:
-    raise app.UsageError("--model_dir is required: the run directory for "
-                         "checkpoints, config.gin and metrics.")
-  console.setup(_VERBOSE.value)  # Before TensorFlow is first imported.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from elmer_jax import run_config  # pylint: disable=g-import-not-at-top
-  run_config.parse_for_training(_GIN_FILES.value, _GIN_BINDINGS.value,
-                                _SEARCH.value)
-  gin_utils.check_bound_macros(_GIN_BINDINGS.value, _READ_MACROS)
-  model_config = gin_utils.macro("MODEL_CONFIG")
-  train_config = gin_utils.macro("TRAIN_CONFIG")
-  distributed.initialize()
-  chief = jax.process_index() == 0  # Writes the files of the whole run.
-  if chief:
-    tf.io.gfile.makedirs(_MODEL_DIR.value)
-    run_config.keep_vocabulary_with_run(_MODEL_DIR.value)
-    run_config.write_run_config(_MODEL_DIR.value, gin.config_str())
-  import tasks  # pylint: disable=unused-import  (registers the tasks)
-  from elmer_jax.training import loop
-  loop.train(model_config, train_config, _MODEL_DIR.value)
-  distributed.shutdown()
-  if chief:
-    console.info(
-        f"Checkpoints: {os.path.join(_MODEL_DIR.value, 'checkpoints')}\n"
-        f"TensorBoard: {os.path.join(_MODEL_DIR.value, 'tensorboard')}\n"
-        f"Metrics:     {os.path.join(_MODEL_DIR.value, 'metrics.jsonl')}")
-
+# `--help` lists the flags of the module run, this one.
+flags.adopt_module_key_flags(train)
 
 if __name__ == "__main__":
-  app.run(main, argv=gin_utils.rewrite_gin_flags(sys.argv))
+  train.run()

@@ -61,16 +61,17 @@ def parse_run_config(model_dir: str, gin_files: Sequence[str] = (),
                    *gin_bindings], search_paths)
 
 
-def load(model_dir: str, step: Optional[int] = None) -> TrainedModel:
+def load(model_dir: str, step: Optional[int] = None, *,
+         use_vocabulary: run_config.UseVocabulary) -> TrainedModel:
   """The run's model at `step` (default: best by eval loss, else latest).
   Call after `parse_run_config`. The vocabulary is the run's `VOCABULARY`,
   else its task's; a run without a training config (an import) has
-  `train_config` None."""
-  import tasks  # pylint: disable=unused-import  (registers the tasks)
+  `train_config` None. The tasks must be registered (`import tasks`); they
+  get the vocabulary through `use_vocabulary` (`tasks.use_vocabulary`)."""
   checkpoint = checkpoints.inference_step(model_dir, step)
   config = gin_utils.macro("MODEL_CONFIG")
   path = run_config.optional_macro("VOCABULARY")
-  vocabulary = run_config.activate(path) if path else None
+  vocabulary = run_config.activate(path, use_vocabulary) if path else None
   train_config = run_config.optional_macro("TRAIN_CONFIG")
   if vocabulary is None:
     if train_config is None:

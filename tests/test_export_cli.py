@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-import tasks  # pylint: disable=unused-import  (registers the tasks)
+import tasks  # Registers the tasks.
 from elmer_jax import decoding, gin_utils, trained_model
 from elmer_jax.training import checkpoints
 from tests.helpers import (LOAD_AND_GENERATE, TEXTS, assert_bitwise_equal,
@@ -62,6 +62,6 @@ def test_export_without_checkpoints_is_refused(tmp_path):
   (empty / "config.gin").write_text(gin.config_str())
   trained_model.parse_run_config(str(empty))
   with pytest.raises(FileNotFoundError, match="has no checkpoints/ directory"):
-    trained_model.load(str(empty))
+    trained_model.load(str(empty), use_vocabulary=tasks.use_vocabulary)
   with pytest.raises(FileNotFoundError, match="config.gin is missing"):
     trained_model.parse_run_config(str(tmp_path))

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
-from elmer_jax.data import pipeline
+from elmer_jax.data import pair_preprocessors, pipeline
 from elmer_jax.data.vocab_tables import special_ids
 from tasks import finetuning, pretraining
 
@@ -129,8 +129,8 @@ def test_squad_question_generation_takes_first_answer_drops_unanswered():
   pairs = []
   for answers, question in ((["Paris", "paris"], "What is the capital?"),
                             ([], "Unanswerable?"), ([" "], "Blank answer?")):
-    dataset = finetuning.clean_pairs(
-        finetuning.squad_question_generation(one(answers, question)))
+    dataset = pair_preprocessors.clean_pairs(
+        pair_preprocessors.squad_question_generation(one(answers, question)))
     pairs += [(ex["inputs"].decode(), ex["targets"].decode())
               for ex in dataset.as_numpy_iterator()]
   assert pairs == [("Paris [SEP] Paris is the capital of France.",

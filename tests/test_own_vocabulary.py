@@ -11,6 +11,7 @@ import sys
 import pytest
 import transformers
 
+import tasks
 from elmer_jax import run_config
 from elmer_jax.data import vocabularies
 from tasks import finetuning, pretraining
@@ -109,7 +110,8 @@ def test_vocabulary_decides_the_model_ids_and_a_mismatch_is_named(
   # models/tiny.gin binds vocab_size 1024 and mask_id 1023: the vocabulary
   # (8,000 pieces, <pad>=0 </s>=1 <unk>=2 <s>=3 <mask>=4) decides instead.
   vocabulary = run_config.parse_for_training(
-      ["models/tiny.gin"], [f"VOCABULARY = {pretraining.SAMPLE_SPM!r}"])
+      ["models/tiny.gin"], [f"VOCABULARY = {pretraining.SAMPLE_SPM!r}"],
+      use_vocabulary=tasks.use_vocabulary)
   model = run_config.gin_utils.macro("MODEL_CONFIG")
   assert vocabulary.vocab_size == 8000
   assert (model.vocab_size, model.pad_id, model.eos_id, model.unk_id,
@@ -118,4 +120,5 @@ def test_vocabulary_decides_the_model_ids_and_a_mismatch_is_named(
                                        r"vocabulary has mask id 4"):
     run_config.parse_for_training(
         ["models/tiny.gin"], [f"VOCABULARY = {pretraining.SAMPLE_SPM!r}",
-                              "config.ElmerConfig.mask_id = 5"])
+                              "config.ElmerConfig.mask_id = 5"],
+        use_vocabulary=tasks.use_vocabulary)

@@ -21,7 +21,9 @@ from elmer_jax.data.bpe_vocabulary import ByteLevelBPEVocabulary
 from elmer_jax.export import hf_config, hf_tokenizer, hf_weights, param_map
 from elmer_jax.model.config import ElmerConfig
 
-# The PyTorch module shipped into every export (next to this file).
+# The PyTorch module shipped into every export.
+MODULE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          "hf_module")
 MODULE_FILES = ("configuration_elmer.py", "modeling_elmer.py")
 
 
@@ -63,9 +65,8 @@ def write_hf_directory(config: ElmerConfig, params: Any, output_dir: str, *,
       state, os.path.join(partial, hf_weights.SAFETENSORS), dtype)
   with open(os.path.join(partial, "config.json"), "w") as f:
     json.dump(dict(fields, torch_dtype=dtype), f, indent=2, sort_keys=True)
-  here = os.path.dirname(os.path.abspath(__file__))
   for name in MODULE_FILES:
-    shutil.copyfile(os.path.join(here, name), os.path.join(partial, name))
+    shutil.copyfile(os.path.join(MODULE_DIR, name), os.path.join(partial, name))
   if vocabulary is not None:
     hf_tokenizer.write_tokenizer(vocabulary, config, partial)
     _copy_vocabulary_files(vocabulary, partial)

@@ -1,0 +1,42 @@
+"""Generate with an exported directory through transformers and PyTorch only:
+what a user of the Hugging Face export runs.
+
+  HF_HUB_OFFLINE=1 python -m elmer_jax.export.hf_generate --hf_dir=OUT \
+      --text="Paris is the capital of France." [--exit_threshold=2.0]
+"""
+
+from absl import app, flags
+import torch
+import transformers
+
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "An exported directory.")
+_TEXTS = flags.DEFINE_multi_string("text", [], "Input texts.")
+_MAX_LENGTH = flags.DEFINE_integer("max_length", 32, "Decoder slots.")
+_THRESHOLD = flags.DEFINE_float("exit_threshold", 0.0, "Entropy early exit "
+                                "threshold (nats); 0 turns it off.")
+
+
+def main(argv):
+  del argv
+  if not _HF_DIR.value or not _TEXTS.value:
+    raise app.UsageError("--hf_dir and at least one --text are required.")
+  model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
+      _HF_DIR.value, trust_remote_code=True).eval()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(_HF_DIR.value)
+  batch = tokenizer(_TEXTS.value, padding=True, return_tensors="pt")
+  with torch.inference_mode():
+    out = model.generate(**batch, max_length=_MAX_LENGTH.value,
+                         exit_threshold=_THRESHOLD.value,
+                         return_dict_in_generate=True)
+  for text, tokens, length, exits in zip(_TEXTS.value, out.sequences,
+                                         out.lengths, out.exit_layers):
+    print(f"{text}\n  -> {tokenizer.decode(tokens[:length])}\n"
+          f"     exit layers {exits[:length].tolist()}")
+
+
+def run() -> None:
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
