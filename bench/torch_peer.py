@@ -15,27 +15,18 @@ import numpy as np
 import torch
 import transformers
 
+from elmer_jax.export import hf_config
 from elmer_jax.model.config import ElmerConfig
 
 
 def bart(config: ElmerConfig, attn_implementation: str = "sdpa"
          ) -> transformers.BartForConditionalGeneration:
   """A randomly initialised stock BART with the ELMER config's shape."""
+  fields = hf_config.to_hf(config)  # The shape our export writes.
+  for elmer_only in ("model_type", "architectures", "auto_map", "soft_exit"):
+    fields.pop(elmer_only)
   bart_config = transformers.BartConfig(
-      vocab_size=config.vocab_size, d_model=config.d_model,
-      encoder_layers=config.encoder_layers,
-      decoder_layers=config.decoder_layers,
-      encoder_attention_heads=config.num_heads,
-      decoder_attention_heads=config.num_heads,
-      encoder_ffn_dim=config.d_ff, decoder_ffn_dim=config.d_ff,
-      max_position_embeddings=config.max_positions,
-      activation_function="gelu", scale_embedding=False,
-      pad_token_id=config.pad_id, bos_token_id=config.bos_id,
-      eos_token_id=config.eos_id, decoder_start_token_id=config.eos_id,
-      forced_eos_token_id=None, dropout=config.dropout_rate,
-      attention_dropout=config.attention_dropout_rate,
-      activation_dropout=config.activation_dropout_rate,
-      attn_implementation=attn_implementation)
+      **fields, attn_implementation=attn_implementation)
   torch.manual_seed(0)
   return transformers.BartForConditionalGeneration(bart_config).train()
 

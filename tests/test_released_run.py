@@ -128,7 +128,7 @@ print(json.dumps(rows))
 """
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # Over a minute: import, fine-tune, generate, export, load.
 def test_import_finetune_generate_export_load(released, tmp_path):
   path, _, config = released
   run_dir, tuned, exported = (tmp_path / "run", tmp_path / "ft",
