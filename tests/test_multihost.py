@@ -178,6 +178,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(
   assert _losses(run)[STEPS] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow  # Over a minute: two processes, then the heartbeat timeout.
 @pytest.mark.integration
 @pytest.mark.parametrize("lost", [
     pytest.param(1, id="worker"),

@@ -41,6 +41,7 @@ def restore_tasks():
   finetuning.register_finetuning_tasks()
 
 
+@pytest.mark.slow  # Over a minute: five commands, two training runs.
 @pytest.mark.integration
 def test_own_sentencepiece_travels_from_pretraining_to_export(tmp_path):
   prefix = tmp_path / "own" / "spm"
