@@ -164,10 +164,33 @@ def finalize(tokens: jax.Array, exit_layers: jax.Array, slots: jax.Array,
 
 
 @functools.lru_cache(maxsize=32)
+def _compiled_decode(model_config: ElmerConfig, length: int,
+                     collapse_repeats: bool, early: bool) -> Callable:
+  """The jitted decode, shared by every threshold of one exit setting: the
+  threshold is an argument (a traced scalar), so a threshold sweep compiles
+  once; with early exit off (threshold 0) the exit tests leave the program."""
+
+  @jax.jit
+  def run(params, encoder_input_tokens, target_lengths, exit_threshold):
+    decoder_input_tokens = decoder_inputs(
+        model_config, encoder_input_tokens.shape[0], length, target_lengths)
+    out = exit_decoder.decode(model_config, params, encoder_input_tokens,
+                              decoder_input_tokens,
+                              exit_threshold if early else 0.0)
+    return finalize(out.tokens, out.exit_layers,
+                    decoder_input_tokens != model_config.pad_id,
+                    model_config.eos_id, model_config.pad_id,
+                    collapse_repeats).replace(layers_run=out.layers_run,
+                                              slot_passes=out.slot_passes)
+
+  return run
+
+
 def make_decode_fn(model_config: ElmerConfig, decode_config: DecodeConfig
                    ) -> Callable[..., DecodeOutput]:
   """Returns decode_fn(params, encoder_input_tokens, target_lengths=None),
-  compiled once per input shape; `target_lengths` only in `oracle` mode."""
+  compiled once per input shape and exit setting (any nonzero threshold
+  shares one program); `target_lengths` only in `oracle` mode."""
   check_threshold(decode_config.exit_threshold, model_config.vocab_size)
   if decode_config.max_length is None:
     raise ValueError("DecodeConfig.max_length is None: give the number of "
@@ -178,20 +201,10 @@ def make_decode_fn(model_config: ElmerConfig, decode_config: DecodeConfig
         f"DecodeConfig.max_length={decode_config.max_length} exceeds the "
         f"decoder's ElmerConfig.max_positions={model_config.max_positions}.")
   length = decode_config.max_length
-
-  @jax.jit
-  def run(params, encoder_input_tokens, target_lengths):
-    decoder_input_tokens = decoder_inputs(
-        model_config, encoder_input_tokens.shape[0], length, target_lengths)
-    out = exit_decoder.decode(model_config, params, encoder_input_tokens,
-                              decoder_input_tokens,
-                              decode_config.exit_threshold)
-    return finalize(out.tokens, out.exit_layers,
-                    decoder_input_tokens != model_config.pad_id,
-                    model_config.eos_id, model_config.pad_id,
-                    decode_config.collapse_repeats).replace(
-                        layers_run=out.layers_run,
-                        slot_passes=out.slot_passes)
+  early = off_ramp.exits_early(decode_config.exit_threshold)
+  run = _compiled_decode(model_config, length,
+                         decode_config.collapse_repeats, early)
+  threshold = np.float32(decode_config.exit_threshold if early else 0.0)
 
   def decode_fn(params, encoder_input_tokens,
                 target_lengths=None) -> DecodeOutput:
@@ -210,7 +223,7 @@ def make_decode_fn(model_config: ElmerConfig, decode_config: DecodeConfig
             f"target_lengths in [{target_lengths.min()}, "
             f"{target_lengths.max()}]; oracle mode allows [1, "
             f"DecodeConfig.max_length={length}].")
-    return run(params, encoder_input_tokens, target_lengths)
+    return run(params, encoder_input_tokens, target_lengths, threshold)
 
   return decode_fn
 

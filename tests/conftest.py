@@ -11,9 +11,18 @@ os.environ.setdefault("XLA_FLAGS", " ".join([
     "--xla_backend_optimization_level=0",
     "--xla_llvm_disable_expensive_passes=true"]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One compilation cache per checkout, kept between runs and shared by the
+# xdist workers and every CLI subprocess (they inherit this environment): a
+# program any of them compiled is read back, not compiled again. Its keys
+# hold the program, the flags and the versions, so a change recompiles only
+# what it changed. LRU-capped, file-locked between processes.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    ".pytest_cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 import json
-import tempfile
 
 import jax
 import pytest
@@ -27,11 +36,6 @@ from tests.helpers import BPE_EXTRA_TEXT, TINY, random_tokens  # noqa: F401  pyl
 # Parity is about semantics, checked in true fp32: on GPUs JAX's default f32
 # matmul uses TF32 (about 1e-3 off). A no-op on CPU.
 jax.config.update("jax_default_matmul_precision", "highest")
-# Training tests build the same step many times (each run, each resume):
-# compile each program once per test session.
-jax.config.update("jax_compilation_cache_dir",
-                  tempfile.mkdtemp(prefix="elmer_jax_test_xla_cache_"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @pytest.fixture

@@ -204,7 +204,7 @@ def test_evaluate_writes_scores(finetuned):
   assert len(predictions.read_text().splitlines()) == 6
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # Over a minute: evaluate twice in subprocesses.
 def test_evaluate_never_overwrites_an_earlier_result(finetuned):
   """Other settings get their own file (default slots: the run's 32);
   the same settings again get `.2`, the first file stays as it was."""

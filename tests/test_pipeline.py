@@ -29,11 +29,12 @@ def _assert_same(a, b):
 
 def test_same_seed_same_batches_and_noise():
   first, second = _iterator(seed=3), _iterator(seed=3)
-  for _ in range(3):
-    _assert_same(next(first), next(second))
+  batches = [next(first) for _ in range(3)]
+  for batch in batches:
+    _assert_same(batch, next(second))
   other = next(_iterator(seed=4))
   assert not np.array_equal(other["encoder_input_tokens"],
-                            next(_iterator(seed=3))["encoder_input_tokens"])
+                            batches[0]["encoder_input_tokens"])
 
 
 def test_resume_continues_with_the_uninterrupted_batches(tmp_path):
@@ -66,25 +67,22 @@ def test_shards_rebalance_between_process_counts(tmp_path):
   side by side, and either layout resumes the other's saved state."""
   both = [seqio.ShardInfo(0, 2), seqio.ShardInfo(1, 2)]
   one_process = _iterator(seed=8, shards=both)
-  first = next(one_process)
   two_processes = [_iterator(seed=8, shard=s) for s in both]
-  _assert_same(first, pipeline.side_by_side([next(p)
-                                             for p in two_processes]))
+  _assert_same(next(one_process), pipeline.side_by_side(
+      [next(p) for p in two_processes]))
   one_process.save(str(tmp_path / "by_one"))
-  expected = [next(one_process) for _ in range(2)]
-
-  resumed = [_iterator(seed=8, shard=s) for s in both]
-  for process in resumed:
-    process.restore(str(tmp_path / "by_one"))
-  for batch in expected:
-    _assert_same(pipeline.side_by_side([next(p) for p in resumed]), batch)
-
   for process in two_processes:
     process.save(str(tmp_path / "by_two"))
-  expected = pipeline.side_by_side([next(p) for p in two_processes])
-  merged = _iterator(seed=8, shards=both)
-  merged.restore(str(tmp_path / "by_two"))
-  _assert_same(next(merged), expected)
+  by_one = [next(one_process) for _ in range(2)]
+  by_two = pipeline.side_by_side([next(p) for p in two_processes])
+
+  for process in two_processes:  # Back to step 1, from the other layout.
+    process.restore(str(tmp_path / "by_one"))
+  for batch in by_one:
+    _assert_same(pipeline.side_by_side([next(p) for p in two_processes]),
+                 batch)
+  one_process.restore(str(tmp_path / "by_two"))
+  _assert_same(next(one_process), by_two)
 
 
 def test_shards_are_dealt_to_processes_in_order(monkeypatch):

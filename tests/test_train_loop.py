@@ -34,7 +34,7 @@ def _metrics(model_dir):
     return [json.loads(line) for line in f]
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # Over a minute: an 8-device run to a falling loss.
 def test_sharded_run_learns_and_writes_everything(tmp_path):
   model, train = _configs(40)
   loop.train(model, train, str(tmp_path))
@@ -50,7 +50,7 @@ def test_sharded_run_learns_and_writes_everything(tmp_path):
   assert os.path.exists(tmp_path / "data" / "40" / "data_shards.json")
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # Kill/resume: two runs and a resumed one.
 def test_resume_is_exact(tmp_path):
   model, train = _configs(30)
   loop.train(model, train, str(tmp_path / "straight"))
@@ -75,7 +75,7 @@ def _truncate_largest_file(directory):
     f.truncate(os.path.getsize(largest) // 2)
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # Kill/resume: a damaged latest checkpoint.
 def test_truncated_latest_checkpoint_is_set_aside_and_the_one_before_resumes(
     tmp_path, capsys):
   model, train = _configs(30)
@@ -117,7 +117,7 @@ def test_restoring_another_model_names_the_parameter(tmp_path):
                str(tmp_path))
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # Over a minute: the train command in a subprocess, twice.
 def test_entry_point_writes_config_and_rejects_unknown_bindings(tmp_path):
   command = [sys.executable, "-m", "elmer_jax.train",
              "--gin_file=experiments/demo_sample_tiny.gin",
@@ -151,7 +151,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert max(int(s) for s in os.listdir(tmp_path / "checkpoints")) == 10
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # Over a minute: two runs with evaluation.
 def test_eval_keeps_the_best_checkpoint_and_init_checkpoint_starts_a_run(
     tmp_path):
   model, train = _configs(
