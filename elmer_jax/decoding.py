@@ -204,7 +204,7 @@ def make_decode_fn(model_config: ElmerConfig, decode_config: DecodeConfig
   early = off_ramp.exits_early(decode_config.exit_threshold)
   run = _compiled_decode(model_config, length,
                          decode_config.collapse_repeats, early)
-  threshold = np.float32(decode_config.exit_threshold if early else 0.0)
+  threshold = np.float32(decode_config.exit_threshold)
 
   def decode_fn(params, encoder_input_tokens,
                 target_lengths=None) -> DecodeOutput:

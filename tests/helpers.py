@@ -2,6 +2,7 @@
 (test files import these, never each other)."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import gin
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from elmer_jax import gin_utils
 from elmer_jax.model.config import ElmerConfig
@@ -91,9 +93,21 @@ def sample_run(run_dir: str, step: int = 5) -> tuple[ElmerConfig, dict]:
   return config, params
 
 
-def run_python(*args, timeout: float = 600, **env
+def run_python(*args, timeout: float = 600, cwd=None, **env
                ) -> subprocess.CompletedProcess:
-  """`python ARGS` in a fresh process with `env` added to ours."""
-  return subprocess.run([sys.executable, *args], capture_output=True,
-                        text=True, env=dict(os.environ, **env),
-                        timeout=timeout)
+  """`python ARGS` in a fresh process with `env` added to ours; one that
+  runs over `timeout` fails the test with every thread's stack."""
+  process = subprocess.Popen([sys.executable, *args], cwd=cwd,
+                             env={**os.environ, "PYTHONFAULTHANDLER": "1",
+                                  **env},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+  try:
+    stdout, stderr = process.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    process.send_signal(signal.SIGABRT)  # faulthandler prints the stacks.
+    _, stderr = process.communicate()
+    pytest.fail(f"python {' '.join(args)[:2000]} ran over {timeout} s:\n"
+                f"{stderr[-8000:]}")
+  return subprocess.CompletedProcess(process.args, process.returncode,
+                                     stdout, stderr)

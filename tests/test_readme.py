@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 
@@ -50,21 +49,12 @@ def test_python_snippet_runs_as_written(tmp_path, block):
                         f"--output_dir={tmp_path / exports.group(1)}",
                         timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-  process = subprocess.Popen([sys.executable, "-c", block], cwd=tmp_path,
-                             env=dict(env, PYTHONFAULTHANDLER="1"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-  try:
-    stdout, stderr = process.communicate(timeout=420)
-  except subprocess.TimeoutExpired:
-    process.send_signal(signal.SIGABRT)  # faulthandler prints the stacks.
-    _, stderr = process.communicate()
-    pytest.fail(f"Over 420 s:\n{block}\n{stderr[-8000:]}")
-  assert process.returncode == 0, block + stderr[-3000:]
+  result = run_python("-c", block, timeout=420, cwd=tmp_path, **env)
+  assert result.returncode == 0, block + result.stderr[-3000:]
   if "objectives.summarize" in block:
-    assert "'loss'" in stdout and "'accuracy'" in stdout
+    assert "'loss'" in result.stdout and "'accuracy'" in result.stdout
   if exports:  # One decoded string per input text.
-    assert len(ast.literal_eval(stdout.splitlines()[-1])) == 2
+    assert len(ast.literal_eval(result.stdout.splitlines()[-1])) == 2
 
 
 def test_readme_training_command_runs_from_another_directory(tmp_path):
