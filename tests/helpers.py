@@ -45,6 +45,17 @@ print(json.dumps([type(model).__name__, out.sequences.tolist(),
 """
 
 
+def variants(first, *more) -> list:
+  """Parametrize values for a parity check over settings: `first` runs in
+  `make test` (the module's logic), `more` (further settings of the same
+  check, each a compile of its own) in the integration tier. A tuple is one
+  value per argument name."""
+  param = lambda v, **kw: pytest.param(*(v if isinstance(v, tuple) else (v,)),
+                                       **kw)
+  return [param(first)] + [param(v, marks=pytest.mark.integration)
+                           for v in more]
+
+
 def random_tokens(rng: np.random.Generator, config: ElmerConfig, batch: int,
                   length: int) -> np.ndarray:
   """Token ids that avoid the special ids 0..3."""

@@ -9,7 +9,7 @@ from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
 from elmer_jax.objectives import lplm_loss
 from tests import hf_reference
-from tests.helpers import TINY, random_tokens
+from tests.helpers import TINY, random_tokens, variants
 
 LAYERS = TINY.decoder_layers
 
@@ -27,7 +27,7 @@ def _setup(scan: bool = False, seed: int = 3):
   return config, hf, params, enc, dec, exits
 
 
-@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize("scan", variants(False, True))
 def test_random_exit_logits_match_torch_reference(scan):
   config, hf, params, enc, dec, exits = _setup(scan)
   out = jax.jit(Elmer(config).apply, static_argnames="return_all_layers")(
@@ -63,7 +63,7 @@ def test_exited_token_logits_frozen_above_exit_layer():
 def _loss_of_token(config, params, enc, dec, exits, token):
   """d(loss of one token)/d(each decoder layer's output), via flax perturb."""
   model = Elmer(config)
-  variables = model.init(jax.random.key(0), enc, dec, exits)
+  variables = jax.jit(model.init)(jax.random.key(0), enc, dec, exits)
   weights = np.zeros(dec.shape, np.float32)
   weights[token] = 1.0
 
@@ -72,7 +72,7 @@ def _loss_of_token(config, params, enc, dec, exits, token):
                       enc, dec, exits)
     return lplm_loss(out.logits, dec, weights, exits, LAYERS)[0]
 
-  grads = jax.grad(loss)(variables["perturbations"])
+  grads = jax.jit(jax.grad(loss))(variables["perturbations"])
   return [np.asarray(grads["decoder"][f"layers_{l}"]["output"])
           for l in range(LAYERS)]
 
@@ -105,7 +105,7 @@ def test_parameter_gradients_match_torch_autograd():
     out = Elmer(config).apply({"params": p}, enc, dec, exits)
     return lplm_loss(out.logits, dec, weights, exits, LAYERS)[0]
 
-  ours = param_map.to_hf(jax.grad(loss)(params), config)
+  ours = param_map.to_hf(jax.jit(jax.grad(loss))(params), config)
 
   def torch_grads(detach: bool):
     hf.zero_grad()

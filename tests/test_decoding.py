@@ -13,7 +13,7 @@ from elmer_jax import decoding
 from elmer_jax.decoding import DecodeConfig
 from elmer_jax.model import Elmer
 from tests import hf_reference
-from tests.helpers import SOFT, TINY, random_tokens
+from tests.helpers import SOFT, TINY, random_tokens, variants
 
 LAYERS = TINY.decoder_layers
 EOS, PAD = TINY.eos_id, TINY.pad_id
@@ -117,7 +117,7 @@ def test_finalize_cuts_at_first_eos_and_merges_repeats(collapse):
   assert out.lengths[2] == 0 and out.tokens[2][0] == EOS
 
 
-@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("soft", variants(False, True))
 def test_threshold_zero_is_the_last_layer_argmax(soft):
   if soft:
     hf, concat_head, params = hf_reference.random_soft_exit_model(SOFT, seed=22)
@@ -165,8 +165,8 @@ def _spreading_threshold(hf, concat_head, enc, dec):
   raise AssertionError("No threshold spreads the exit layers.")
 
 
-@pytest.mark.parametrize("soft", [False, True])
-@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize("soft,scan", variants(
+    (True, True), (False, False), (True, False), (False, True)))
 def test_early_exit_matches_torch_reference(soft, scan):
   config = (SOFT if soft else TINY).replace(scan_layers=scan)
   if soft:
@@ -238,6 +238,7 @@ def test_oracle_mode_pads_each_example_to_its_length():
     decoding.decode(TINY, params, enc, config, np.array([1, 11, 2, 2]))
 
 
+@pytest.mark.integration  # Its own decoding program; the cut: test_finalize_*.
 def test_decoding_cuts_at_a_predicted_eos():
   """With </s> boosted so that some slots but not the first of a row
   predict it, the output stops at the first, and the collapsed output merges
@@ -346,6 +347,7 @@ def test_generate_text(caplog, encoder_bos):
     decoding.generate_text(TINY, params, vocab, ["ok", "  "], config, 16)
 
 
+@pytest.mark.integration  # Three decode programs; one: test_generate_text.
 def test_decoding_in_batches_pads_the_last_and_keeps_oracle_lengths():
   """The loop generate_text and generation_eval share: a padded last batch
   and per-input target lengths give what one direct batch gives."""

@@ -17,7 +17,7 @@ from elmer_jax import decoding
 from elmer_jax.decoding import DecodeConfig
 from elmer_jax.model import Elmer, exit_decoder, off_ramp
 from tests import hf_reference
-from tests.helpers import SOFT, TINY, random_tokens
+from tests.helpers import SOFT, TINY, random_tokens, variants
 
 LAYERS = TINY.decoder_layers
 
@@ -56,8 +56,8 @@ def _model(soft, scan, seed):
   return config, hf_reference.plain_model(seed=seed, config=config)[2]
 
 
-@pytest.mark.parametrize("soft", [False, True])
-@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize("soft,scan", variants(
+    (False, False), (True, False), (False, True), (True, True)))
 def test_same_tokens_and_exit_layers_as_the_masked_decoder(soft, scan):
   config, params = _model(soft, scan, seed=31)
   enc, dec = _inputs(config, 32)
@@ -127,6 +127,7 @@ def test_one_pass_exit_test_matches_numpy(dtype):
   np.testing.assert_array_equal(argmax, logits.argmax(-1))
 
 
+@pytest.mark.integration  # Exports, then decodes in PyTorch and in JAX.
 def test_torch_generate_stops_early_with_the_same_outputs(tmp_path):
   config = TINY
   params = hf_reference.random_params(config, seed=36)

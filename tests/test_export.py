@@ -18,7 +18,7 @@ from elmer_jax.model.params import init_params
 from tasks import pretraining
 from tests import hf_reference
 from tests.helpers import (LOAD_AND_GENERATE, SAMPLE, SOFT, TEXTS, TINY,
-                           random_tokens, run_python)
+                           random_tokens, run_python, variants)
 
 
 def _batch(config, seed, batch=3, enc_len=11, dec_len=9):
@@ -59,7 +59,8 @@ def check_logits(config, params, model, seed, atol=1e-4):
     np.testing.assert_array_equal(theirs.exit_layers.numpy(), exits)
 
 
-@pytest.mark.parametrize("soft_exit,scan", [(False, False), (True, True)])
+@pytest.mark.parametrize("soft_exit,scan",
+                         variants((False, False), (True, True)))
 def test_logits_at_every_exit_layer_match(soft_exit, scan, tmp_path):
   config = (SOFT if soft_exit else TINY).replace(scan_layers=scan)
   params = hf_reference.random_params(config, seed=3)
@@ -79,7 +80,8 @@ def test_base_sized_logits_match(soft_exit, tmp_path):
   check_logits(config, params, model, seed=6)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["lplm", "soft"])
+@pytest.fixture(scope="module", params=variants(False, True),
+                ids=["lplm", "soft"])
 def exported(request, tmp_path_factory):
   config = SOFT if request.param else TINY
   params = hf_reference.random_params(config, seed=7)

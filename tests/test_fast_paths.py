@@ -15,7 +15,7 @@ from elmer_jax.model.params import init_params
 from elmer_jax.model.running_tokens import running_capacity
 from elmer_jax.training import train_step
 from tests import hf_reference
-from tests.helpers import TINY, random_tokens
+from tests.helpers import TINY, random_tokens, variants
 
 EXACT = TINY.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                      activation_dropout_rate=0.0)
@@ -83,8 +83,9 @@ def test_fused_head_loss_matches_plain_head_and_cross_entropy(
   # All three outputs carry gradient (e.g. a metric differentiated on its own).
   scalar = lambda f: lambda *a: sum(jnp.sum(o * weights * (i + 1)) for i, o in
                                     enumerate(f(*a)[:3]))
-  got = jax.grad(scalar(fused), argnums=(0, 1, 2))(states, table, bias)
-  want = jax.grad(scalar(plain), argnums=(0, 1, 2))(states, table, bias)
+  got = jax.jit(jax.grad(scalar(fused), argnums=(0, 1, 2)))(states, table, bias)
+  want = jax.jit(jax.grad(scalar(plain), argnums=(0, 1, 2)))(states, table,
+                                                            bias)
   _assert_trees_close(got, want, 1e-5)
 
 
@@ -94,11 +95,12 @@ def test_fused_head_loss_refuses_misshaped_targets():
                                     jnp.zeros(5), jnp.zeros((2, 4), jnp.int32))
 
 
-@pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("change", [dict(attention_impl="xla"),
-                                    dict(fused_qkv=True),
-                                    dict(attention_impl="xla",
-                                         fused_qkv=True)])
+XLA, FUSED = dict(attention_impl="xla"), dict(fused_qkv=True)
+
+
+@pytest.mark.parametrize("packed,change", variants(
+    (True, XLA | FUSED), (False, XLA), (True, XLA), (False, FUSED),
+    (True, FUSED), (False, XLA | FUSED)))
 def test_attention_settings_match_plain_attention(packed, change):
   params = init_params(EXACT, jax.random.key(0))
   batch = _batch(packed=packed)
@@ -133,7 +135,7 @@ def test_running_capacity_bounds_permutation_exits():
   assert sum(running_capacity(128, 6)) < 0.62 * 6 * 128
 
 
-@pytest.mark.parametrize("fused_loss", [False, True])
+@pytest.mark.parametrize("fused_loss", variants(True, False))
 def test_skipping_exited_tokens_gives_the_dense_loss_and_gradients(fused_loss):
   params = init_params(EXACT, jax.random.key(0))
   batch = _batch()
@@ -150,6 +152,7 @@ def test_skipping_exited_tokens_gives_the_dense_loss_and_gradients(fused_loss):
   _assert_trees_close(got, want, 1e-5)
 
 
+@pytest.mark.integration  # Dense = torch: test_copy_on_exit; skip = dense.
 def test_skipping_exited_tokens_matches_the_torch_reference():
   config = EXACT
   hf = hf_reference.random_bart(config, seed=4)
@@ -208,7 +211,7 @@ def test_skipping_exited_tokens_refuses_what_it_cannot_bound():
 
 
 def _steps(objective, config=TINY, steps=3):
-  opt = optax.adamw(1e-3)
+  opt = optax.sgd(1e-3)  # The settings are the model's; SGD compiles fastest.
   step = jax.jit(train_step.make_train_step(config, opt, objective, seed=7,
                                             learning_rate=lambda s: 1e-3))
   state = train_step.init_train_state(config, opt, jax.random.key(0))
@@ -219,6 +222,7 @@ def _steps(objective, config=TINY, steps=3):
   return step, states
 
 
+@pytest.mark.integration  # Two full train steps.
 def test_rbg_dropout_is_step_indexed_and_differs_from_threefry():
   rbg = train_step.ObjectiveConfig(dropout_prng="rbg")
   step, states = _steps(rbg)
@@ -233,6 +237,7 @@ def test_rbg_dropout_is_step_indexed_and_differs_from_threefry():
     train_step.ObjectiveConfig(dropout_prng="philox")
 
 
+@pytest.mark.integration  # Each setting is checked alone above.
 def test_all_fast_settings_train_like_the_plain_step():
   fast = train_step.ObjectiveConfig(exit_sampling="permutation",
                                     fused_loss=True, skip_exited_tokens=True)

@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The old `python -m` names, each forwarding to elmer_jax/commands/.
 FORWARDING = {"elmer_jax.train", "elmer_jax.generate", "elmer_jax.evaluate",
@@ -68,6 +70,7 @@ def test_no_library_module_imports_the_commands_or_tasks():
   assert upward == {}
 
 
+@pytest.mark.integration  # A fresh process importing TF, torch and JAX.
 def test_importing_the_library_defines_no_flag():
   # A fresh process: other tests' imports would already have defined flags.
   # The train command is imported last, to show that a flag is seen.

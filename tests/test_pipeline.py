@@ -62,6 +62,7 @@ def test_resume_with_another_shard_count_is_refused(tmp_path):
     other.restore(str(tmp_path / "nothing"))
 
 
+@pytest.mark.integration  # 2 -> 3 -> 1 processes; test_processes_read_different_shards stays.
 def test_shards_rebalance_between_process_counts(tmp_path):
   """One process reading both of 2 shards yields the two processes' batches
   side by side, and either layout resumes the other's saved state."""

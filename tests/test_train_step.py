@@ -66,6 +66,7 @@ def test_loss_falls_on_real_text(config, batches):
   assert 0 <= summary["average_exit_layer"] <= config.decoder_layers - 1
 
 
+@pytest.mark.integration  # Two full train steps.
 def test_microbatches_give_the_same_update(config, batches):
   no_dropout = config.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                               activation_dropout_rate=0.0)
@@ -89,6 +90,7 @@ def test_steps_are_indexed_by_step_number(config, batches):
   assert _loss(m3) != _loss(m1)
 
 
+@pytest.mark.integration  # 8 devices, 3 meshes; one sharded forward: test_partitioning.
 def test_sharded_steps_keep_the_layout_and_match_one_device(config, batches):
   mesh = partitioning.make_mesh(partitioning.MeshConfig(ici=(2, 2, 2)))
   state, step = _setup(config)
@@ -112,6 +114,7 @@ def test_sharded_steps_keep_the_layout_and_match_one_device(config, batches):
                jax.device_get(sharded.params), jax.device_get(reference.params))
 
 
+@pytest.mark.integration  # Full train steps and their gradients.
 @pytest.mark.parametrize("name", ["adamw", "adafactor"])
 def test_final_logits_bias_is_frozen(config, batches, name):
   """A buffer in BART: after steps with weight decay it is bitwise what it
@@ -139,8 +142,8 @@ def test_final_logits_bias_is_frozen(config, batches, name):
   assert (config.vocab_size,) not in slot_shapes
   assert ((config.vocab_size, config.d_model) in slot_shapes
           or name == "adafactor")
-  grads = jax.grad(lambda p: train_step.make_loss_sums(
+  grads = jax.jit(jax.grad(lambda p: train_step.make_loss_sums(
       config, train_step.ObjectiveConfig())(
           p, batches[0], np.zeros_like(batches[0]["decoder_target_tokens"]),
-          jax.random.key(2))["loss_sum"])(state.params)
+          jax.random.key(2))["loss_sum"]))(state.params)
   assert not np.any(np.asarray(grads["final_logits_bias"]))

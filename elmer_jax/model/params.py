@@ -1,5 +1,7 @@
 """Creating ELMER parameters: real ones, abstract ones, and their logical axes."""
 
+import functools
+
 import flax
 import flax.linen as nn
 import jax
@@ -11,6 +13,9 @@ from elmer_jax.model.elmer import Elmer
 _INIT_LENGTH = 2  # Parameter shapes do not depend on the sequence length.
 
 
+# One compiled program, not one per initialiser and layer op (eager init
+# compiles hundreds of small ones).
+@functools.partial(jax.jit, static_argnums=0)
 def _init(config: ElmerConfig, rng: jax.Array):
   tokens = jnp.zeros((1, _INIT_LENGTH), jnp.int32)
   return Elmer(config).init({"params": rng}, tokens, tokens)["params"]

@@ -98,7 +98,7 @@ def init_train_state(model_config: ElmerConfig,
   and on the optimizer slots that mirror them (for deriving shardings)."""
   params = init_params(model_config, rng, boxed=boxed)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params))
+                    opt_state=jax.jit(optimizer.init)(params))
 
 
 def _model_inputs(batch: Batch) -> dict[str, jax.Array]:
