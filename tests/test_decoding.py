@@ -4,6 +4,7 @@ bad thresholds and inputs."""
 
 import logging
 
+import jax
 import numpy as np
 import pytest
 import seqio
@@ -199,16 +200,16 @@ def test_early_exit_state_is_what_later_layers_see():
   _, _, params = hf_reference.plain_model(seed=26)
   enc = _encoder_inputs(27)
   dec = _slots(10)
-  model = Elmer(TINY)
-  full = model.apply({"params": params}, enc, dec, return_all_layers=True)
+  model = jax.jit(Elmer(TINY).apply,
+                  static_argnames=("return_all_layers", "exit_threshold"))
+  full = model({"params": params}, enc, dec, return_all_layers=True)
   entropy = hf_reference.entropy(np.asarray(full.layer_logits[0]))
   threshold = float(np.median(entropy))
-  dynamic = model.apply({"params": params}, enc, dec,
-                        exit_threshold=threshold)
+  dynamic = model({"params": params}, enc, dec, exit_threshold=threshold)
   exits = np.asarray(dynamic.exit_layers)
   assert np.any(exits == 0) and np.any(exits > 0)
   np.testing.assert_array_equal(exits == 0, entropy <= threshold)
-  given = model.apply({"params": params}, enc, dec, exits)
+  given = model({"params": params}, enc, dec, exits)
   np.testing.assert_allclose(dynamic.logits, given.logits, atol=1e-5)
 
 

@@ -33,12 +33,16 @@ def _inputs(config, seed, batch=6, enc_len=12, dec_len=16):
   return enc, dec
 
 
+def _all_layers(config, params, enc, dec):
+  return jax.jit(Elmer(config).apply, static_argnames="return_all_layers")(
+      {"params": params}, enc, dec, return_all_layers=True)
+
+
 def _thresholds(config, params, enc, dec):
   """0, log V, and thresholds between the quantiles of the running tokens'
   entropies at every layer, none within 1e-4 of an entropy (so float
   differences cannot move a token across)."""
-  full = Elmer(config).apply({"params": params}, enc, dec,
-                             return_all_layers=True)
+  full = _all_layers(config, params, enc, dec)
   values = np.sort(hf_reference.entropy(np.asarray(full.layer_logits)).ravel())
   chosen = [0.0, float(np.log(config.vocab_size))]
   for q in np.linspace(0.05, 0.95, 10):
@@ -98,8 +102,7 @@ def test_stops_after_the_last_exit_and_computes_running_tokens_only():
   assert int(none.slot_passes) == LAYERS * dec.size
   # A threshold under which most tokens leave at layer 0: later layers run
   # at a smaller capacity than all slots.
-  full = Elmer(config).apply({"params": params}, enc, dec,
-                             return_all_layers=True)
+  full = _all_layers(config, params, enc, dec)
   first = hf_reference.entropy(np.asarray(full.layer_logits[0]))
   threshold = float(np.quantile(first, 0.9))
   some = fast(config, params, enc, dec, jnp.float32(threshold))
