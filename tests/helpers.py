@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from elmer_jax import gin_utils
+from elmer_jax.model import Elmer
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.params import init_params
 
@@ -54,6 +55,13 @@ def variants(first, *more) -> list:
                                        **kw)
   return [param(first)] + [param(v, marks=pytest.mark.integration)
                            for v in more]
+
+
+def compiled_apply(config: ElmerConfig):
+  """`Elmer(config).apply` compiled once per call pattern (op-by-op eager
+  runs compile every op on its own); the Python-level switches are static."""
+  return jax.jit(Elmer(config).apply,
+                 static_argnames=("return_all_layers", "gold_mix_rate"))
 
 
 def random_tokens(rng: np.random.Generator, config: ElmerConfig, batch: int,

@@ -9,7 +9,7 @@ from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
 from elmer_jax.objectives import lplm_loss
 from tests import hf_reference
-from tests.helpers import TINY, random_tokens, variants
+from tests.helpers import TINY, compiled_apply, random_tokens, variants
 
 LAYERS = TINY.decoder_layers
 
@@ -30,7 +30,7 @@ def _setup(scan: bool = False, seed: int = 3):
 @pytest.mark.parametrize("scan", variants(False, True))
 def test_random_exit_logits_match_torch_reference(scan):
   config, hf, params, enc, dec, exits = _setup(scan)
-  out = jax.jit(Elmer(config).apply, static_argnames="return_all_layers")(
+  out = compiled_apply(config)(
       {"params": params}, enc, dec, exits, return_all_layers=True)
   with torch.no_grad():
     ref_exit, ref_layers = hf_reference.torch_elmer_decoder(

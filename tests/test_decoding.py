@@ -4,7 +4,6 @@ bad thresholds and inputs."""
 
 import logging
 
-import jax
 import numpy as np
 import pytest
 import seqio
@@ -14,7 +13,7 @@ from elmer_jax import decoding
 from elmer_jax.decoding import DecodeConfig
 from elmer_jax.model import Elmer
 from tests import hf_reference
-from tests.helpers import SOFT, TINY, random_tokens, variants
+from tests.helpers import SOFT, TINY, compiled_apply, random_tokens, variants
 
 LAYERS = TINY.decoder_layers
 EOS, PAD = TINY.eos_id, TINY.pad_id
@@ -200,8 +199,7 @@ def test_early_exit_state_is_what_later_layers_see():
   _, _, params = hf_reference.plain_model(seed=26)
   enc = _encoder_inputs(27)
   dec = _slots(10)
-  model = jax.jit(Elmer(TINY).apply,
-                  static_argnames=("return_all_layers", "exit_threshold"))
+  model = compiled_apply(TINY)
   full = model({"params": params}, enc, dec, return_all_layers=True)
   entropy = hf_reference.entropy(np.asarray(full.layer_logits[0]))
   threshold = float(np.median(entropy))

@@ -15,9 +15,9 @@ import torch
 
 from elmer_jax import decoding
 from elmer_jax.decoding import DecodeConfig
-from elmer_jax.model import Elmer, exit_decoder, off_ramp
+from elmer_jax.model import exit_decoder, off_ramp
 from tests import hf_reference
-from tests.helpers import SOFT, TINY, random_tokens, variants
+from tests.helpers import SOFT, TINY, compiled_apply, random_tokens, variants
 
 LAYERS = TINY.decoder_layers
 
@@ -34,8 +34,8 @@ def _inputs(config, seed, batch=6, enc_len=12, dec_len=16):
 
 
 def _all_layers(config, params, enc, dec):
-  return jax.jit(Elmer(config).apply, static_argnames="return_all_layers")(
-      {"params": params}, enc, dec, return_all_layers=True)
+  return compiled_apply(config)({"params": params}, enc, dec,
+                                return_all_layers=True)
 
 
 def _thresholds(config, params, enc, dec):
@@ -66,7 +66,7 @@ def test_same_tokens_and_exit_layers_as_the_masked_decoder(soft, scan):
   config, params = _model(soft, scan, seed=31)
   enc, dec = _inputs(config, 32)
   real = dec != config.pad_id
-  reference = jax.jit(Elmer(config).apply)
+  reference = compiled_apply(config)
   fast = jax.jit(exit_decoder.decode, static_argnums=(0,))
   spread, stopped = set(), False
   for threshold in _thresholds(config, params, enc, dec):

@@ -13,12 +13,12 @@ import transformers
 from elmer_jax import decoding, gin_utils
 from elmer_jax.decoding import DecodeConfig
 from elmer_jax.export import exporting
-from elmer_jax.model import Elmer
 from elmer_jax.model.params import init_params
 from tasks import pretraining
 from tests import hf_reference
 from tests.helpers import (LOAD_AND_GENERATE, SAMPLE, SOFT, TEXTS, TINY,
-                           random_tokens, run_python, variants)
+                           compiled_apply, random_tokens, run_python,
+                           variants)
 
 
 def _batch(config, seed, batch=3, enc_len=11, dec_len=9):
@@ -38,7 +38,7 @@ def _torch(x):
 def check_logits(config, params, model, seed, atol=1e-4):
   """Exit and per-layer logits agree for random exit assignments."""
   rng, enc, dec = _batch(config, seed)
-  apply = jax.jit(Elmer(config).apply, static_argnames="return_all_layers")
+  apply = compiled_apply(config)
   assignments = [rng.integers(0, config.decoder_layers, dec.shape)
                  for _ in range(3)]
   assignments.append(np.zeros(dec.shape))  # Everything leaves at layer 0.

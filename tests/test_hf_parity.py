@@ -1,14 +1,12 @@
 """Last-layer logits agree with transformers' BART run bidirectionally."""
 
-import jax
 import numpy as np
 import pytest
 
 from elmer_jax import gin_utils
 from elmer_jax.export import param_map
-from elmer_jax.model import Elmer
 from tests import hf_reference
-from tests.helpers import TINY, random_tokens
+from tests.helpers import TINY, compiled_apply, random_tokens
 
 
 def _config(size: str):
@@ -37,7 +35,7 @@ def test_last_layer_logits_match_bidirectional_bart(size, scan):
   params = param_map.from_hf(hf_reference.state_dict_numpy(hf), config)
   enc, dec = _batch(config, 13, 9)
 
-  ours = jax.jit(Elmer(config).apply)({"params": params}, enc, dec).logits
+  ours = compiled_apply(config)({"params": params}, enc, dec).logits
   reference = hf_reference.bidirectional_logits(hf, enc, dec, config.pad_id)
 
   assert ours.shape == reference.shape == (2, 9, config.vocab_size)
@@ -52,7 +50,7 @@ def test_decoder_is_bidirectional():
   enc, dec = _batch(config, 7, 6)
   changed = dec.copy()
   changed[:, 5] = 7
-  apply = jax.jit(Elmer(config).apply)
+  apply = compiled_apply(config)
   first = apply({"params": params}, enc, dec).logits[0, 0]
   after = apply({"params": params}, enc, changed).logits[0, 0]
   assert np.abs(np.asarray(first - after)).max() > 1e-3

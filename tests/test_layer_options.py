@@ -10,7 +10,7 @@ from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
 from elmer_jax.model.params import init_params
 from elmer_jax.objectives import lplm_loss
-from tests.helpers import TINY, random_tokens, variants
+from tests.helpers import TINY, compiled_apply, random_tokens, variants
 
 
 def _batch():
@@ -60,12 +60,11 @@ def test_scan_and_remat_give_the_same_loss_and_gradients(scan, remat):
 def test_bfloat16_compute_keeps_fp32_params_and_close_logits():
   enc, dec, exits = _batch()
   params = init_params(TINY, jax.random.key(2))
-  fp32 = jax.jit(Elmer(TINY).apply)({"params": params}, enc, dec, exits).logits
+  fp32 = compiled_apply(TINY)({"params": params}, enc, dec, exits).logits
   config = TINY.replace(dtype="bfloat16")
   bf16_params = init_params(config, jax.random.key(2))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16_params))
-  bf16 = jax.jit(Elmer(config).apply)({"params": params}, enc, dec,
-                                      exits).logits
+  bf16 = compiled_apply(config)({"params": params}, enc, dec, exits).logits
   assert bf16.dtype == jnp.float32
   assert 0 < np.abs(np.asarray(bf16 - fp32)).max() < 0.1
 
@@ -87,7 +86,7 @@ def test_packed_rows_equal_separate_rows():
   logits as each run alone: attention stays inside its segment both ways."""
   rng = np.random.default_rng(4)
   params = init_params(TINY, jax.random.key(4))
-  model = jax.jit(Elmer(TINY).apply)
+  model = compiled_apply(TINY)
   enc_a, enc_b = random_tokens(rng, TINY, 1, 6), random_tokens(rng, TINY, 1, 4)
   dec_a, dec_b = random_tokens(rng, TINY, 1, 5), random_tokens(rng, TINY, 1, 3)
   exit_a = rng.integers(0, TINY.decoder_layers, (1, 5)).astype(np.int32)

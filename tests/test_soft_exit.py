@@ -16,7 +16,7 @@ from elmer_jax.model import params as model_params
 from elmer_jax.training import optimizer as optim
 from elmer_jax.training import train_step
 from tests import hf_reference
-from tests.helpers import SOFT, TINY, random_tokens, variants
+from tests.helpers import SOFT, TINY, compiled_apply, random_tokens, variants
 LAYERS = SOFT.decoder_layers
 
 
@@ -103,10 +103,9 @@ def test_forward_matches_torch_reference(scan, gold_rate):
   config = SOFT.replace(scan_layers=scan)
   hf, concat_head, params = hf_reference.random_soft_exit_model(config, seed=11)
   enc, dec, gold = _inputs(config, 12)
-  out = jax.jit(Elmer(config).apply,
-                static_argnames=("return_all_layers", "gold_mix_rate"))(
-                    {"params": params}, enc, dec, return_all_layers=True,
-                    gold_tokens=gold, gold_mix_rate=gold_rate)
+  out = compiled_apply(config)(
+      {"params": params}, enc, dec, return_all_layers=True, gold_tokens=gold,
+      gold_mix_rate=gold_rate)
   with torch.no_grad():
     ref = _torch_soft_exit(hf, concat_head, enc, dec, config.pad_id,
                            gold if gold_rate else None).numpy()
