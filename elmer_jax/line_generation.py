@@ -15,8 +15,11 @@ OUTPUT_FORMATS = ("text", "jsonl")
 
 
 def read_lines(path: str) -> list[str]:
-  """The file's lines (no line ends); a line that is not UTF-8 is named by
-  its 1-based number."""
+  """The file's lines (no line ends); a missing file, and a line that is not
+  UTF-8 (by its 1-based number), are named."""
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"--input_file {path} does not exist; it needs "
+                            "one input text per line.")
   with tf.io.gfile.GFile(path, "rb") as f:
     raw = f.read().splitlines()
   lines = []
