@@ -6,12 +6,12 @@ import os
 
 # `make test` runs one xdist worker per core. Left alone, each worker's
 # XLA, TensorFlow and torch would each start a thread per core, and on 2
-# cores the tier ran 1.7x slower (385 s against 225 s wall, cold cache): one
-# thread per worker's pool when the workers fill the cores.
+# cores the tier ran 2x slower (385 s against 184 s wall, cold cache): one
+# thread per worker's pool when the workers fill the cores. (Not TF's
+# inter-op pool: with one thread, tf.data's blocking ops deadlock.)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 _THREADS = max(1, len(os.sched_getaffinity(0)) // _WORKERS)
-for _name in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS",
-              "OMP_NUM_THREADS"):
+for _name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
   os.environ.setdefault(_name, str(_THREADS))
 # Tests compile hundreds of small programs: XLA's CPU backend without its
 # costly LLVM passes compiles them about twice as fast, and computes the same
