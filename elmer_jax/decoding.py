@@ -176,7 +176,8 @@ def _compiled_decode(model_config: ElmerConfig, length: int,
         model_config, encoder_input_tokens.shape[0], length, target_lengths)
     out = exit_decoder.decode(model_config, params, encoder_input_tokens,
                               decoder_input_tokens,
-                              exit_threshold if early else 0.0)
+                              exit_threshold if early else 0.0,
+                              eos_id=model_config.eos_id)
     return finalize(out.tokens, out.exit_layers,
                     decoder_input_tokens != model_config.pad_id,
                     model_config.eos_id, model_config.pad_id,

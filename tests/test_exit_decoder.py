@@ -196,3 +196,29 @@ def test_threshold_zero_is_off_in_one_place():
   assert not off_ramp.confident(entropies, jnp.float32(0)).any()
   np.testing.assert_array_equal(off_ramp.confident(entropies, 0.5),
                                 [True, True, False])
+
+
+def test_a_row_is_decided_once_every_slot_before_its_first_exited_eos_has():
+  """The early-stop rule for callers that cut at the first `</s>`, against a
+  loop over slots: a row is decided when an exited `</s>` comes before its
+  first running real slot."""
+  rng = np.random.default_rng(38)
+  eos = TINY.eos_id
+  tokens = rng.choice([eos, 5, 6], size=(200, 7), p=[0.3, 0.35, 0.35])
+  done = rng.random((200, 7)) < 0.6
+  real = rng.random((200, 7)) < 0.9
+  done |= ~real
+  expected = []
+  for row_tokens, row_done, row_real in zip(tokens, done, real):
+    decided = False
+    for token, slot_done, slot_real in zip(row_tokens, row_done, row_real):
+      if not slot_done:
+        break
+      if slot_real and token == eos:
+        decided = True
+        break
+    expected.append(decided)
+  got = exit_decoder.decided_rows(jnp.asarray(tokens), jnp.asarray(done),
+                              jnp.asarray(real), eos)
+  np.testing.assert_array_equal(np.asarray(got), expected)
+  assert 0 < sum(expected) < len(expected)

@@ -6,7 +6,10 @@ semantics (a token leaves at the first layer whose off-ramp entropy is <= the
 threshold, or at the last; later layers see its frozen state):
 
 - the layers run one by one, each skipped once every real (non-padding) slot
-  of the batch has exited: nothing changes after the last exit;
+  of the batch has exited: nothing changes after the last exit; with
+  `eos_id`, a row also counts as finished once every slot up to its first
+  exited `</s>` has exited, since the caller keeps only those (its output
+  is decided; spare slots after the end need not wait for the last layer);
 - a layer computes queries, cross-attention, the feed-forward and the
   off-ramp only for the tokens still running, gathered per row into the
   smallest of a few static capacities (all, 1/2, 1/4, 1/8 of the slots) that
@@ -21,7 +24,7 @@ weights: slicing a layer out of a stacked array copies its weights at every
 step on CPU, and stacking per-layer weights would copy them all per call.
 """
 
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import flax
 import flax.linen as nn
@@ -104,13 +107,29 @@ def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
                                               (x.ndim - 2)), axis=1)
 
 
+def decided_rows(tokens: jax.Array, done: jax.Array, real: jax.Array,
+             eos_id: int) -> jax.Array:
+  """(batch,) rows with an exited `</s>` before their first running slot."""
+  length = tokens.shape[1]
+  position = jnp.arange(length)[None, :]
+  running = ~done
+  first_running = jnp.where(running.any(axis=1), jnp.argmax(running, axis=1),
+                            length)
+  ended = done & real & (tokens == eos_id)
+  return jnp.any(ended & (position < first_running[:, None]), axis=1)
+
+
 def decode(config: ElmerConfig, params: Any, encoder_input_tokens: jax.Array,
            decoder_input_tokens: jax.Array,
            exit_threshold: Union[float, jax.Array],
-           fractions: Sequence[int] = CAPACITY_FRACTIONS) -> ExitDecodeOutput:
+           fractions: Sequence[int] = CAPACITY_FRACTIONS,
+           eos_id: Optional[int] = None) -> ExitDecodeOutput:
   """Each slot's token and exit layer. `exit_threshold` (nats; 0: off, every
   token leaves at the last layer): a Python 0 also drops the exit tests from
-  the program; an array compiles one program for every threshold."""
+  the program; an array compiles one program for every threshold. With
+  `eos_id` (for callers that cut at the first `</s>`), the slots of a row
+  after its first exited `</s>` stop once every slot before it has exited:
+  they keep token 0 and the last layer, and what is kept is unchanged."""
   from elmer_jax.model.elmer import Elmer  # elmer.py imports the decoder.
   cfg, layers = config, config.decoder_layers
   variables = {"params": params}
@@ -168,6 +187,10 @@ def decode(config: ElmerConfig, params: Any, encoder_input_tokens: jax.Array,
            jnp.zeros((), jnp.int32))
   layers_run = jnp.zeros((), jnp.int32)
   for index in range(layers):
+    if eos_id is not None and index > 0:
+      hidden, tokens, exits, done, passes = state
+      done |= decided_rows(tokens, done, real, eos_id)[:, None]
+      state = (hidden, tokens, exits, done, passes)
     most = jnp.max(jnp.sum(~state[3], axis=1))
     branch = jnp.sum(jnp.asarray(sizes[1:]) >= most)
     branches = [lambda s, c=c, i=index: run_layer(i, c, s) for c in sizes]

@@ -66,6 +66,21 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
   return -(log_probs.exp() * log_probs).sum(-1)
 
 
+def _all_decided(tokens: torch.Tensor, exited: torch.Tensor,
+                 real: torch.Tensor, eos_id: int) -> bool:
+  """Whether no row still has a running slot before its first exited
+  `</s>` (or any running slot, without one)."""
+  running = real & ~exited
+  length = tokens.shape[1]
+  first_running = torch.where(
+      running.any(1), running.int().argmax(1),
+      torch.full_like(running[:, 0], length, dtype=torch.long))
+  position = torch.arange(length, device=tokens.device)[None, :]
+  ended = exited & real & (tokens == eos_id)
+  decided = (ended & (position < first_running[:, None])).any(1)
+  return bool((~running.any(1) | decided).all())
+
+
 def finalize(tokens: torch.Tensor, exit_layers: torch.Tensor,
              slots: torch.Tensor, eos_id: int, pad_id: int,
              collapse: bool) -> ElmerGenerateOutput:
@@ -128,8 +143,10 @@ class ElmerForConditionalGeneration(BartPreTrainedModel):
     to the last layer; `exit_threshold` (nats; None or 0: off) adds entropy
     early exit; padding (`pad_token_id`) is masked on both sides unless
     `attention_mask` gives the encoder's mask. `stop_when_exited` skips the
-    layers after every non-padding slot has exited (nothing changes there;
-    `logits` on padding slots are then not meaningful), as `generate` does."""
+    layers once every row's output is decided, as `generate` does: every
+    non-padding slot has exited, or every slot up to the row's first exited
+    `</s>` (`generate` cuts there). `logits` on the slots left are then not
+    meaningful (padding, or after that `</s>`)."""
     cfg = self.config
     layers = cfg.decoder_layers
     if attention_mask is None:
@@ -162,9 +179,10 @@ class ElmerForConditionalGeneration(BartPreTrainedModel):
     early = bool(exit_threshold)
     layer_logits = []
     real = decoder_input_ids != cfg.pad_token_id
+    tokens = torch.zeros_like(decoder_input_ids)
     for index, layer in enumerate(decoder.layers):
       if (stop_when_exited and not output_layer_logits
-          and not bool(((exits >= index) & real).any())):
+          and _all_decided(tokens, exits < index, real, cfg.eos_token_id)):
         break
       hidden = layer(hidden, self_mask, encoded,
                      encoder_attention_mask=cross_mask, use_cache=False)
@@ -175,6 +193,7 @@ class ElmerForConditionalGeneration(BartPreTrainedModel):
       if early:
         leave = (exits > index) & (entropy(logits) <= exit_threshold)
         exits = torch.where(leave, index, exits)
+        tokens = torch.where(leave, logits.argmax(-1), tokens)
         hidden, cache = self._copy_on_exit(hidden, cache, exits, index)
       if cfg.soft_exit:
         fed = shared(logits.argmax(-1))
