@@ -219,6 +219,6 @@ def test_a_row_is_decided_once_every_slot_before_its_first_exited_eos_has():
         break
     expected.append(decided)
   got = exit_decoder.decided_rows(jnp.asarray(tokens), jnp.asarray(done),
-                              jnp.asarray(real), eos)
+                                  jnp.asarray(real), eos)
   np.testing.assert_array_equal(np.asarray(got), expected)
   assert 0 < sum(expected) < len(expected)

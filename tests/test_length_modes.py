@@ -21,6 +21,7 @@ import pytest
 import seqio
 import torch
 
+import tasks  # Registers the tasks.
 from elmer_jax import decoding, generation_eval, trained_model
 from elmer_jax.model import exit_decoder
 from tests import hf_reference
@@ -58,7 +59,6 @@ def _check_early_stop(work_dir, run):
   decoder that waits for every slot, in fewer layers on some inputs (spare
   slots after `</s>` need not exit); PyTorch's `generate` gives the same
   outputs after as many layers."""
-  import tasks  # pylint: disable=g-import-not-at-top  (registers the tasks)
   task = "first_three_words_elmer"  # As bench/length_modes.py names it.
   if task not in seqio.TaskRegistry.names():
     tasks.finetuning.register_pairs_task(

@@ -108,15 +108,11 @@ def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
 
 
 def decided_rows(tokens: jax.Array, done: jax.Array, real: jax.Array,
-             eos_id: int) -> jax.Array:
+                 eos_id: int) -> jax.Array:
   """(batch,) rows with an exited `</s>` before their first running slot."""
-  length = tokens.shape[1]
-  position = jnp.arange(length)[None, :]
-  running = ~done
-  first_running = jnp.where(running.any(axis=1), jnp.argmax(running, axis=1),
-                            length)
   ended = done & real & (tokens == eos_id)
-  return jnp.any(ended & (position < first_running[:, None]), axis=1)
+  nothing_running_yet = jnp.cumsum(~done, axis=1) == 0
+  return jnp.any(ended & nothing_running_yet, axis=1)
 
 
 def decode(config: ElmerConfig, params: Any, encoder_input_tokens: jax.Array,

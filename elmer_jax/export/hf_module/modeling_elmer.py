@@ -71,13 +71,8 @@ def _all_decided(tokens: torch.Tensor, exited: torch.Tensor,
   """Whether no row still has a running slot before its first exited
   `</s>` (or any running slot, without one)."""
   running = real & ~exited
-  length = tokens.shape[1]
-  first_running = torch.where(
-      running.any(1), running.int().argmax(1),
-      torch.full_like(running[:, 0], length, dtype=torch.long))
-  position = torch.arange(length, device=tokens.device)[None, :]
   ended = exited & real & (tokens == eos_id)
-  decided = (ended & (position < first_running[:, None])).any(1)
+  decided = (ended & (running.cumsum(1) == 0)).any(1)
   return bool((~running.any(1) | decided).all())
 
 
