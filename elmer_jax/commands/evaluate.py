@@ -18,8 +18,8 @@ import sys
 
 from absl import app, flags
 
-from elmer_jax import (generation_eval, generation_results, gin_utils,
-                       trained_model)
+from elmer_jax import (console, generation_eval, generation_results,
+                       gin_utils, trained_model)
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best "
@@ -54,6 +54,7 @@ def _eval_config(train_config, slots: int
 
 def main(argv):
   del argv
+  console.setup()  # Third-party INFO logs (orbax's) off.
   if not _MODEL_DIR.value:
     raise app.UsageError("--model_dir is required: the training run.")
   trained_model.parse_run_config(_MODEL_DIR.value, _GIN_FILES.value,

@@ -16,7 +16,8 @@ from typing import Optional
 
 from absl import app, flags
 
-from elmer_jax import decoding, gin_utils, line_generation, trained_model
+from elmer_jax import (console, decoding, gin_utils, line_generation,
+                       trained_model)
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run.")
 _INPUT = flags.DEFINE_string("input_file", None, "One input text per line.")
@@ -56,6 +57,7 @@ def slots(max_length: Optional[int], model: trained_model.TrainedModel
 
 def main(argv):
   del argv
+  console.setup()  # Third-party INFO logs (orbax's) off.
   for flag in (_MODEL_DIR, _INPUT, _OUTPUT):
     if not flag.value:
       raise app.UsageError(f"--{flag.name} is required.")
