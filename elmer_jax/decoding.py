@@ -174,9 +174,15 @@ def _compiled_decode(model_config: ElmerConfig, length: int,
   def run(params, encoder_input_tokens, target_lengths, exit_threshold):
     decoder_input_tokens = decoder_inputs(
         model_config, encoder_input_tokens.shape[0], length, target_lengths)
+    # Without early exit and without padded slots (`max_length` mode) every
+    # slot runs every layer: the smaller capacities would be dead branches,
+    # each a copy of every layer to compile.
+    every_slot_runs = not early and target_lengths is None
     out = exit_decoder.decode(model_config, params, encoder_input_tokens,
                               decoder_input_tokens,
                               exit_threshold if early else 0.0,
+                              (1,) if every_slot_runs
+                              else exit_decoder.CAPACITY_FRACTIONS,
                               eos_id=model_config.eos_id)
     return finalize(out.tokens, out.exit_layers,
                     decoder_input_tokens != model_config.pad_id,

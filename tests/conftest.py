@@ -37,26 +37,29 @@ import json
 
 import jax
 import pytest
-import tokenizers
-
-from elmer_jax.model.config import ElmerConfig
-from tasks import pretraining
-# Re-exported for test files written before helpers.py.
-from tests.helpers import BPE_EXTRA_TEXT, TINY, random_tokens  # noqa: F401  pylint: disable=unused-import
 
 # Parity is about semantics, checked in true fp32: on GPUs JAX's default f32
 # matmul uses TF32 (about 1e-3 off). A no-op on CPU.
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
+# What the fixtures need is imported inside them: pytest-xdist's controller
+# process loads this file too, and importing TensorFlow and seqio there (~7
+# s) would delay every worker's start.
+
+
 @pytest.fixture
-def tiny_config() -> ElmerConfig:
+def tiny_config():
+  from tests.helpers import TINY  # pylint: disable=import-outside-toplevel
   return TINY
 
 
 @pytest.fixture(scope="session")
 def bpe_dir(tmp_path_factory):
   """A small BART-style vocab.json + merges.txt trained on the sample."""
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  from tasks import pretraining  # pylint: disable=import-outside-toplevel
+  from tests.helpers import BPE_EXTRA_TEXT  # pylint: disable=import-outside-toplevel
   with open(pretraining.SAMPLE_JSONL) as f:
     lines = [json.loads(line)["text"] for line in f][:20]
   trainer = tokenizers.trainers.BpeTrainer(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from elmer_jax.model import Elmer, validate_inputs
-from elmer_jax.model.params import init_params
+from tests import hf_reference
 from tests.helpers import TINY
 
 LAYERS = TINY.decoder_layers
@@ -14,7 +14,8 @@ LAYERS = TINY.decoder_layers
 
 @pytest.fixture(scope="module")
 def params():
-  return init_params(TINY, jax.random.key(0))
+  # Any weights will do, and HF's (torch) initialiser compiles nothing.
+  return hf_reference.random_params(TINY, seed=0)
 
 
 def _tokens(batch, length, value=5):

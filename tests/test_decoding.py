@@ -11,7 +11,6 @@ import torch
 
 from elmer_jax import decoding
 from elmer_jax.decoding import DecodeConfig
-from elmer_jax.model import Elmer
 from tests import hf_reference
 from tests.helpers import SOFT, TINY, compiled_apply, random_tokens, variants
 
@@ -177,8 +176,8 @@ def test_early_exit_matches_torch_reference(soft, scan):
   dec = _slots(12)
   threshold, tokens, exits, logits = _spreading_threshold(hf, concat_head,
                                                          enc, dec)
-  model_out = Elmer(config).apply({"params": params}, enc, dec,
-                                  exit_threshold=threshold)
+  model_out = compiled_apply(config)({"params": params}, enc, dec,
+                                     exit_threshold=threshold)
   np.testing.assert_array_equal(model_out.exit_layers, exits)
   np.testing.assert_allclose(model_out.logits, logits, atol=1e-4, rtol=0)
 

@@ -195,7 +195,7 @@ def test_parameters_and_hf_names():
       139_420_416 + 1_179_648)
   for scan in (False, True):
     config = SOFT.replace(scan_layers=scan)
-    ours = model_params.init_params(config, jax.random.key(1))
+    ours = hf_reference.random_params(config, seed=1)
     hf = param_map.to_hf(ours, config)
     assert hf["concat_head.weight"].shape == (SOFT.d_model, 2 * SOFT.d_model)
     jax.tree.map(np.testing.assert_array_equal, ours,
