@@ -1,6 +1,7 @@
 """Values, assertions and subprocess helpers shared by several test files
 (test files import these, never each other)."""
 
+import functools
 import os
 import signal
 import subprocess
@@ -57,9 +58,11 @@ def variants(first, *more) -> list:
                            for v in more]
 
 
+@functools.cache
 def compiled_apply(config: ElmerConfig):
   """`Elmer(config).apply` compiled once per call pattern (op-by-op eager
-  runs compile every op on its own); the Python-level switches are static."""
+  runs compile every op on its own); the Python-level switches are static.
+  One per config, so the tests of a worker share what it compiled."""
   return jax.jit(Elmer(config).apply,
                  static_argnames=("return_all_layers", "gold_mix_rate"))
 

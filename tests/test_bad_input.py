@@ -7,7 +7,7 @@ import pytest
 
 from elmer_jax.model import Elmer, validate_inputs
 from tests import hf_reference
-from tests.helpers import TINY
+from tests.helpers import TINY, compiled_apply
 
 LAYERS = TINY.decoder_layers
 
@@ -102,6 +102,7 @@ def test_inconsistent_configs(changes, pattern):
 def test_valid_config_accepts_what_the_errors_promise(params):
   """The edge of each allowed range is accepted."""
   exits = np.full((2, TINY.max_positions), LAYERS - 1, np.int32)
-  out = Elmer(TINY).apply({"params": params}, _tokens(2, TINY.max_positions),
-                          _tokens(2, TINY.max_positions), exits)
+  out = compiled_apply(TINY)({"params": params},
+                            _tokens(2, TINY.max_positions),
+                            _tokens(2, TINY.max_positions), exits)
   assert out.logits.shape == (2, TINY.max_positions, TINY.vocab_size)

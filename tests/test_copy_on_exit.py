@@ -1,5 +1,7 @@
 """Copy-on-exit: forward values and gradients against a PyTorch reference."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -47,8 +49,8 @@ def test_random_exit_logits_match_torch_reference(scan):
 
 def test_exited_token_logits_frozen_above_exit_layer():
   config, _, params, enc, dec, exits = _setup()
-  out = Elmer(config).apply({"params": params}, enc, dec, exits,
-                            return_all_layers=True)
+  out = compiled_apply(config)({"params": params}, enc, dec, exits,
+                               return_all_layers=True)
   layer_logits = np.asarray(out.layer_logits)
   for b, t in np.ndindex(exits.shape):
     e = exits[b, t]
@@ -60,19 +62,24 @@ def test_exited_token_logits_frozen_above_exit_layer():
                                atol=1e-5, rtol=0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _output_grads(config, params, perturbations, enc, dec, exits, weights):
+  def loss(perturbations):
+    out = Elmer(config).apply(
+        {"params": params, "perturbations": perturbations}, enc, dec, exits)
+    return lplm_loss(out.logits, dec, weights, exits, LAYERS)[0]
+  return jax.grad(loss)(perturbations)
+
+
 def _loss_of_token(config, params, enc, dec, exits, token):
-  """d(loss of one token)/d(each decoder layer's output), via flax perturb."""
-  model = Elmer(config)
-  variables = jax.jit(model.init)(jax.random.key(0), enc, dec, exits)
+  """d(loss of one token)/d(each decoder layer's output), via flax perturb
+  (zero perturbations of the shapes init would give)."""
+  shapes = jax.eval_shape(Elmer(config).init, jax.random.key(0), enc, dec,
+                          exits)["perturbations"]
+  zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   weights = np.zeros(dec.shape, np.float32)
   weights[token] = 1.0
-
-  def loss(perturbations):
-    out = model.apply({"params": params, "perturbations": perturbations},
-                      enc, dec, exits)
-    return lplm_loss(out.logits, dec, weights, exits, LAYERS)[0]
-
-  grads = jax.jit(jax.grad(loss))(variables["perturbations"])
+  grads = _output_grads(config, params, zeros, enc, dec, exits, weights)
   return [np.asarray(grads["decoder"][f"layers_{l}"]["output"])
           for l in range(LAYERS)]
 

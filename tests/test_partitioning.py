@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 from elmer_jax import partitioning
 from elmer_jax.model import Elmer
 from elmer_jax.model.params import abstract_params, init_params
-from tests.helpers import TINY, random_tokens
+from tests.helpers import TINY, compiled_apply, random_tokens
 
 
 def test_eight_devices_are_available():
@@ -75,7 +75,7 @@ def test_sharded_forward_equals_single_device():
   params = init_params(TINY, jax.random.key(1))
   rng = np.random.default_rng(0)
   enc, dec = random_tokens(rng, TINY, 4, 12), random_tokens(rng, TINY, 4, 8)
-  expected = Elmer(TINY).apply({"params": params}, enc, dec).logits
+  expected = compiled_apply(TINY)({"params": params}, enc, dec).logits
 
   sharded = jax.device_put(
       params, partitioning.state_shardings(abstract_params(TINY), mesh))
