@@ -1,6 +1,8 @@
 """Every speed setting against the plain path it replaces (fp32, 1e-5), and
 the exited-token decoder against the PyTorch copy-on-exit reference."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,11 +45,14 @@ def _batch(seed=0, batch=3, enc_len=11, dec_len=13, packed=False):
   return {k: jnp.asarray(v) for k, v in out.items()}
 
 
+@functools.partial(jax.jit, static_argnames=("config", "objective",
+                                              "deterministic"))
 def _grads(config, objective, params, batch, exits, deterministic=True):
+  """Loss and gradients, one program per setting shared by the tests."""
   sums_fn = train_step.make_loss_sums(config, objective)
   loss = lambda p: sums_fn(p, batch, exits, jax.random.key(5),
                            deterministic)["loss_sum"]
-  return jax.jit(jax.value_and_grad(loss))(params)
+  return jax.value_and_grad(loss)(params)
 
 
 def _assert_trees_close(a, b, atol):
@@ -121,15 +126,15 @@ def test_dot_product_attention_refuses_attention_dropout_in_training():
 
 
 def test_running_capacity_bounds_permutation_exits():
+  sample = jax.jit(objectives.sample_exit_layers, static_argnums=(1, 2, 3))
   for length in (5, 13, 40, 128):
     capacity = running_capacity(length, 6)
     assert capacity[0] == length and capacity[-1] < length
     for seed in range(20):
       rng = np.random.default_rng(seed)
       weights = rng.random((4, length)) < rng.random()
-      exits = objectives.sample_exit_layers(
-          jax.random.key(seed), (4, length), 6, "permutation",
-          jnp.asarray(weights, jnp.int32))
+      exits = sample(jax.random.key(seed), (4, length), 6, "permutation",
+                     jnp.asarray(weights, jnp.int32))
       running = (np.asarray(exits)[..., None] >= np.arange(6)).sum(1)
       assert (running <= np.asarray(capacity)).all()
   assert sum(running_capacity(128, 6)) < 0.62 * 6 * 128
@@ -198,14 +203,17 @@ def test_skipping_exited_tokens_matches_the_torch_reference():
 def test_skipping_exited_tokens_refuses_what_it_cannot_bound():
   with pytest.raises(ValueError, match="exit_sampling='permutation'"):
     train_step.ObjectiveConfig(skip_exited_tokens=True)
+  # The settings of test_skipping_exited_tokens_gives_the_dense_loss...[True]
+  # (its compiled program serves here).
   skip = train_step.ObjectiveConfig(exit_sampling="permutation",
-                                    skip_exited_tokens=True)
+                                    skip_exited_tokens=True, fused_loss=True)
+  config = EXACT.replace(fused_qkv=True)
   params = init_params(EXACT, jax.random.key(0))
   exits = jnp.zeros((3, 13), jnp.int32)
   with pytest.raises(ValueError, match="unpacked"):
-    _grads(EXACT, skip, params, _batch(packed=True), exits)
+    _grads(config, skip, params, _batch(packed=True), exits)
   # Exits that do not come from permutation sampling poison the loss.
-  loss, _ = _grads(EXACT, skip, params, _batch(),
+  loss, _ = _grads(config, skip, params, _batch(),
                    jnp.full((3, 13), LAYERS - 1, jnp.int32))
   assert np.isnan(loss)
 
