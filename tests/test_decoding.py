@@ -192,6 +192,8 @@ def test_early_exit_matches_torch_reference(soft, scan):
   assert np.any(full != tokens)
 
 
+@pytest.mark.integration  # Implied by the torch references above and in
+# test_copy_on_exit (dynamic and fixed exits); three model programs.
 def test_early_exit_state_is_what_later_layers_see():
   """Model-level check: the exit layers decoding reports, given back to the
   model as fixed exit layers, reproduce its logits (copy-on-exit)."""

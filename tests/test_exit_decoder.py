@@ -70,8 +70,9 @@ def test_same_tokens_and_exit_layers_as_the_masked_decoder(soft, scan):
   fast = jax.jit(exit_decoder.decode, static_argnums=(0,))
   spread, stopped = set(), False
   for threshold in _thresholds(config, params, enc, dec):
+    # A traced threshold, 0 included (no token leaves early): one program.
     ref = reference({"params": params}, enc, dec,
-                    exit_threshold=threshold or None)
+                    exit_threshold=np.float32(threshold))
     ref_exits = np.asarray(ref.exit_layers)
     out = fast(config, params, enc, dec, jnp.float32(threshold))
     np.testing.assert_array_equal(

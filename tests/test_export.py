@@ -122,6 +122,7 @@ def test_generate_matches_jax_decoder(exported):
   assert {0, config.decoder_layers - 1} <= seen
 
 
+@pytest.mark.integration  # Its own decoding program; the default: above.
 def test_generate_oracle_lengths_and_collapse_match(exported):
   config, params, model = exported
   _, enc, _ = _batch(config, seed=9, batch=4)
