@@ -7,10 +7,15 @@ import pytest
 
 from elmer_jax import objectives
 
+# Jitted, as training runs them (eager calls compile every op on its own).
+_sample = jax.jit(objectives.sample_exit_layers, static_argnums=(1, 2, 3))
+_lplm_loss = jax.jit(objectives.lplm_loss, static_argnums=4,
+                     static_argnames=("label_smoothing", "z_loss"))
+
 
 def test_iid_exits_are_uniform_and_in_range():
   layers, n = 6, 120_000
-  exits = np.asarray(objectives.sample_exit_layers(
+  exits = np.asarray(_sample(
       jax.random.key(0), (40, n // 40), layers, "iid"))
   assert exits.dtype == np.int32
   counts = np.bincount(exits.ravel(), minlength=layers)
@@ -21,7 +26,7 @@ def test_iid_exits_are_uniform_and_in_range():
 
 def test_permutation_uses_every_layer_equally_often_per_row():
   layers = 6
-  exits = np.asarray(objectives.sample_exit_layers(
+  exits = np.asarray(_sample(
       jax.random.key(1), (64, 29), layers, "permutation"))
   for row in exits:
     counts = np.bincount(row, minlength=layers)
@@ -40,7 +45,7 @@ def test_permutation_uses_every_layer_equally_often_per_row():
 def test_permutation_balances_each_packed_segment_apart_from_padding():
   layers = 4
   segments = np.array([[1] * 9 + [2] * 6 + [3] * 3 + [0] * 6] * 32, np.int32)
-  exits = np.asarray(objectives.sample_exit_layers(
+  exits = np.asarray(_sample(
       jax.random.key(2), segments.shape, layers, "permutation",
       segment_ids=jnp.asarray(segments)))
   for row, seg in zip(exits, segments):
@@ -52,9 +57,9 @@ def test_permutation_balances_each_packed_segment_apart_from_padding():
 
 @pytest.mark.parametrize("method", objectives.EXIT_SAMPLING)
 def test_sampling_is_a_function_of_the_key(method):
-  a = objectives.sample_exit_layers(jax.random.key(7), (4, 16), 3, method)
-  b = objectives.sample_exit_layers(jax.random.key(7), (4, 16), 3, method)
-  c = objectives.sample_exit_layers(jax.random.key(8), (4, 16), 3, method)
+  a = _sample(jax.random.key(7), (4, 16), 3, method)
+  b = _sample(jax.random.key(7), (4, 16), 3, method)
+  c = _sample(jax.random.key(8), (4, 16), 3, method)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
 
@@ -90,7 +95,7 @@ def test_lplm_loss_and_metrics_match_numpy(smoothing, z_loss):
   weights[1, 4:] = 0.0
   weights[2, 6:] = 0.0
   exits = rng.integers(0, layers - 1, (3, 7))  # Layer 3 stays unused.
-  loss, sums = objectives.lplm_loss(
+  loss, sums = _lplm_loss(
       jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights),
       jnp.asarray(exits), layers, label_smoothing=smoothing, z_loss=z_loss)
 
@@ -122,9 +127,9 @@ def test_padding_does_not_affect_the_loss():
   targets = rng.integers(0, 9, (2, 5))
   weights = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
   exits = np.zeros((2, 5), np.int32)
-  base, _ = objectives.lplm_loss(logits, targets, weights, exits, 2)
+  base, _ = _lplm_loss(logits, targets, weights, exits, 2)
   logits[0, 3:] = 100.0 * rng.normal(size=(2, 9))
-  changed, _ = objectives.lplm_loss(logits, targets, weights, exits, 2)
+  changed, _ = _lplm_loss(logits, targets, weights, exits, 2)
   assert float(base) == float(changed)
 
 
@@ -134,8 +139,8 @@ def test_metric_sums_add_across_microbatches():
   targets = rng.integers(0, 5, (4, 6))
   weights = (rng.random((4, 6)) > 0.3).astype(np.float32)
   exits = rng.integers(0, 3, (4, 6))
-  _, whole = objectives.lplm_loss(logits, targets, weights, exits, 3)
-  parts = [objectives.lplm_loss(logits[i:i + 2], targets[i:i + 2],
+  _, whole = _lplm_loss(logits, targets, weights, exits, 3)
+  parts = [_lplm_loss(logits[i:i + 2], targets[i:i + 2],
                                 weights[i:i + 2], exits[i:i + 2], 3)[1]
            for i in (0, 2)]
   added = jax.tree.map(lambda a, b: a + b, *parts)
