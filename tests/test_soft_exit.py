@@ -2,6 +2,8 @@
 gradients against a PyTorch reference on HF's BART layers, gold mixing rate,
 parameters and the train-step objective."""
 
+import functools
+
 import flax
 import jax
 import numpy as np
@@ -25,6 +27,11 @@ def _log_softmax(x):
   return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
+# Jitted, as training runs it (an eager call compiles every op on its own).
+_soft_exit_loss = jax.jit(objectives.soft_exit_loss,
+                          static_argnames=("label_smoothing", "z_loss"))
+
+
 def test_loss_is_the_mean_of_per_layer_token_means():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(3, 2, 5, 7)).astype(np.float32) * 2
@@ -38,8 +45,8 @@ def test_loss_is_the_mean_of_per_layer_token_means():
   per_layer = (nll * weights).sum((1, 2)) / weights.sum()
   expected = ((smoothed * weights).sum((1, 2)) / weights.sum()).mean()
 
-  loss, sums = objectives.soft_exit_loss(logits, targets, weights,
-                                         label_smoothing=smoothing)
+  loss, sums = _soft_exit_loss(logits, targets, weights,
+                               label_smoothing=smoothing)
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   summary = objectives.summarize(sums)
   for layer in range(3):
@@ -54,9 +61,8 @@ def test_loss_is_the_mean_of_per_layer_token_means():
   assert not any(k.startswith("exit_layer_") for k in summary)
 
   # Sums of row halves add up to the sums of the whole batch.
-  halves = [objectives.soft_exit_loss(logits[:, i:i + 1], targets[i:i + 1],
-                                      weights[i:i + 1],
-                                      label_smoothing=smoothing)[1]
+  halves = [_soft_exit_loss(logits[:, i:i + 1], targets[i:i + 1],
+                             weights[i:i + 1], label_smoothing=smoothing)[1]
             for i in range(2)]
   for key, value in sums.items():
     np.testing.assert_allclose(halves[0][key] + halves[1][key], value,
@@ -161,16 +167,20 @@ def test_gold_tokens_are_fed_at_the_mixing_rate():
   dec[:, 0] = config.bos_id
   gold = random_tokens(rng, config, 32, 64)
 
-  def layer1_queries(rate, key=0):
+  @functools.partial(jax.jit, static_argnums=0)
+  def layer1_queries(rate, key):
     _, state = Elmer(config).apply(
         {"params": params}, enc, dec, gold_tokens=gold, gold_mix_rate=rate,
-        rngs={"gold_mix": jax.random.key(key)}, capture_intermediates=True,
+        rngs={"gold_mix": key}, capture_intermediates=True,
         mutable=["intermediates"])
     q = state["intermediates"]["decoder"]["layers_1"]["self_attn"]["q_proj"]
-    return np.asarray(q["__call__"][0])
+    return q["__call__"][0]
 
-  predicted, fed_gold = layer1_queries(0.0), layer1_queries(1.0)
-  mixed = layer1_queries(0.3)
+  queries = lambda rate, key=0: np.asarray(layer1_queries(
+      rate, jax.random.key(key)))
+
+  predicted, fed_gold = queries(0.0), queries(1.0)
+  mixed = queries(0.3)
   is_gold = np.all(np.isclose(mixed, fed_gold, atol=1e-5), axis=(-2, -1))
   is_predicted = np.all(np.isclose(mixed, predicted, atol=1e-5),
                         axis=(-2, -1))
@@ -179,7 +189,7 @@ def test_gold_tokens_are_fed_at_the_mixing_rate():
   assert differ.sum() > 1500
   assert abs(is_gold[differ].mean() - 0.3) < 0.05
   # Another key draws other tokens.
-  assert not np.array_equal(mixed, layer1_queries(0.3, key=1))
+  assert not np.array_equal(mixed, queries(0.3, key=1))
 
 
 def test_parameters_and_hf_names():
@@ -203,7 +213,7 @@ def test_parameters_and_hf_names():
 
 
 def test_gold_tokens_need_a_soft_exit_model():
-  params = model_params.init_params(TINY, jax.random.key(0))
+  params = hf_reference.random_params(TINY, seed=0)
   enc, dec, gold = _inputs(TINY, 0)
   with pytest.raises(ValueError, match="soft_exit=False"):
     Elmer(TINY).apply({"params": params}, enc, dec, gold_tokens=gold,
