@@ -24,6 +24,11 @@ EXACT = TINY.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
 LAYERS = TINY.decoder_layers
 
 
+def _params():
+  """Initial weights: every setting here shares TINY's layout, so one
+  compiled init serves them all."""
+  return init_params(TINY, jax.random.key(0))
+
 def _batch(seed=0, batch=3, enc_len=11, dec_len=13, packed=False):
   rng = np.random.default_rng(seed)
   enc = random_tokens(rng, TINY, batch, enc_len)
@@ -107,7 +112,7 @@ XLA, FUSED = dict(attention_impl="xla"), dict(fused_qkv=True)
     (True, XLA | FUSED), (False, XLA), (True, XLA), (False, FUSED),
     (True, FUSED), (False, XLA | FUSED)))
 def test_attention_settings_match_plain_attention(packed, change):
-  params = init_params(EXACT, jax.random.key(0))
+  params = _params()
   batch = _batch(packed=packed)
   exits = objectives.sample_exit_layers(jax.random.key(2), (3, 13), LAYERS)
   objective = train_step.ObjectiveConfig()
@@ -118,7 +123,7 @@ def test_attention_settings_match_plain_attention(packed, change):
 
 def test_dot_product_attention_refuses_attention_dropout_in_training():
   config = TINY.replace(attention_impl="xla")
-  params = init_params(config, jax.random.key(0))
+  params = _params()
   exits = jnp.zeros((3, 13), jnp.int32)
   with pytest.raises(ValueError, match="attention_dropout_rate"):
     _grads(config, train_step.ObjectiveConfig(), params, _batch(), exits,
@@ -142,7 +147,7 @@ def test_running_capacity_bounds_permutation_exits():
 
 @pytest.mark.parametrize("fused_loss", variants(True, False))
 def test_skipping_exited_tokens_gives_the_dense_loss_and_gradients(fused_loss):
-  params = init_params(EXACT, jax.random.key(0))
+  params = _params()
   batch = _batch()
   dense = train_step.ObjectiveConfig(exit_sampling="permutation")
   skip = train_step.ObjectiveConfig(exit_sampling="permutation",
@@ -208,7 +213,7 @@ def test_skipping_exited_tokens_refuses_what_it_cannot_bound():
   skip = train_step.ObjectiveConfig(exit_sampling="permutation",
                                     skip_exited_tokens=True, fused_loss=True)
   config = EXACT.replace(fused_qkv=True)
-  params = init_params(EXACT, jax.random.key(0))
+  params = _params()
   exits = jnp.zeros((3, 13), jnp.int32)
   with pytest.raises(ValueError, match="unpacked"):
     _grads(config, skip, params, _batch(packed=True), exits)
