@@ -8,6 +8,7 @@ import pytest
 
 from elmer_jax.export import param_map
 from elmer_jax.model import Elmer
+from elmer_jax.model import params as model_params
 from elmer_jax.model.params import init_params
 from elmer_jax.objectives import lplm_loss
 from tests.helpers import TINY, compiled_apply, random_tokens, variants
@@ -62,8 +63,8 @@ def test_bfloat16_compute_keeps_fp32_params_and_close_logits():
   params = init_params(TINY, jax.random.key(2))
   fp32 = compiled_apply(TINY)({"params": params}, enc, dec, exits).logits
   config = TINY.replace(dtype="bfloat16")
-  bf16_params = init_params(config, jax.random.key(2))
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16_params))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(
+      model_params.abstract_params(config)))
   bf16 = compiled_apply(config)({"params": params}, enc, dec, exits).logits
   assert bf16.dtype == jnp.float32
   assert 0 < np.abs(np.asarray(bf16 - fp32)).max() < 0.1
@@ -73,9 +74,10 @@ def test_dropout_only_when_not_deterministic():
   enc, dec, exits = _batch()
   params = init_params(TINY, jax.random.key(3))
   model = Elmer(TINY)
-  run = jax.jit(lambda det, seed: model.apply(
-      {"params": params}, enc, dec, exits, deterministic=det,
+  apply = jax.jit(lambda det, p, seed: model.apply(
+      {"params": p}, enc, dec, exits, deterministic=det,
       rngs={"dropout": jax.random.key(seed)}).logits, static_argnums=0)
+  run = lambda det, seed: apply(det, params, seed)
   np.testing.assert_array_equal(run(True, 0), run(True, 1))
   assert not np.allclose(run(False, 0), run(False, 1))
   np.testing.assert_array_equal(run(False, 4), run(False, 4))
