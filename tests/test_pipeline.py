@@ -27,37 +27,40 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_same_seed_same_batches_and_noise():
-  first, second = _iterator(seed=3), _iterator(seed=3)
-  batches = [next(first) for _ in range(3)]
-  for batch in batches:
-    _assert_same(batch, next(second))
+@pytest.fixture(scope="module")
+def seed_5(tmp_path_factory):
+  """Six batches of one seed-5 iterator, its state saved after the third
+  (one pipeline shared by the determinism and resume tests)."""
+  path = str(tmp_path_factory.mktemp("data") / "data")
+  straight = _iterator(seed=5)
+  first = [next(straight) for _ in range(3)]
+  straight.save(path)
+  return first, [next(straight) for _ in range(3)], path
+
+
+def test_same_seed_same_batches_and_noise(seed_5):
+  first, _, _ = seed_5
+  again = _iterator(seed=5)
+  for batch in first:
+    _assert_same(batch, next(again))
   other = next(_iterator(seed=4))
   assert not np.array_equal(other["encoder_input_tokens"],
-                            batches[0]["encoder_input_tokens"])
+                            first[0]["encoder_input_tokens"])
 
 
-def test_resume_continues_with_the_uninterrupted_batches(tmp_path):
-  straight = _iterator(seed=5)
-  for _ in range(3):
-    next(straight)
-  straight.save(str(tmp_path / "data"))
-  expected = [next(straight) for _ in range(3)]
-
+def test_resume_continues_with_the_uninterrupted_batches(seed_5):
+  _, expected, path = seed_5
   resumed = _iterator(seed=5)
-  resumed.restore(str(tmp_path / "data"))
+  resumed.restore(path)
   for batch in expected:
     _assert_same(next(resumed), batch)
 
 
-def test_resume_with_another_shard_count_is_refused(tmp_path):
-  it = _iterator(seed=5)
-  next(it)
-  it.save(str(tmp_path / "data"))
+def test_resume_with_another_shard_count_is_refused(seed_5, tmp_path):
   other = _iterator(seed=5, shard=seqio.ShardInfo(0, 2), batch=4)
   with pytest.raises(ValueError, match=r"saved with 1 input shards.*reads 2.*"
                      r"data_shards=1"):
-    other.restore(str(tmp_path / "data"))
+    other.restore(seed_5[2])
   with pytest.raises(FileNotFoundError, match="data_shards.json"):
     other.restore(str(tmp_path / "nothing"))
 
