@@ -115,6 +115,15 @@ def sample_run(run_dir: str, step: int = 5) -> tuple[ElmerConfig, dict]:
   return config, params
 
 
+def subprocess_env(devices: int, **extra: str) -> dict[str, str]:
+  """Our environment for a child process with `devices` CPU devices: the
+  session's XLA flags (tests/conftest.py: cheap compiles, one thread per
+  worker) are kept, the later device count wins."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  return dict(os.environ, **extra, XLA_FLAGS=(
+      f"{flags} --xla_force_host_platform_device_count={devices}").strip())
+
+
 def run_python(*args, timeout: float = 600, cwd=None, **env
                ) -> subprocess.CompletedProcess:
   """`python ARGS` in a fresh process with `env` added to ours; one that

@@ -14,6 +14,7 @@ import seqio
 from elmer_jax import gin_utils
 from elmer_jax.data import input_checks
 from tasks import pretraining
+from tests.helpers import subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_SHARD = [seqio.ShardInfo(index=0, num_shards=1)]
@@ -91,8 +92,7 @@ def _train(tmp_path, *flags, timeout=240):
              "--gin.loop.TrainConfig.batch_size=8",
              "--gin.optimizer.OptimizerConfig.warmup_steps=2",
              "--gin.evaluation.EvalConfig.every=0", *flags]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             PYTHONPATH=ROOT)
+  env = subprocess_env(1, PYTHONPATH=ROOT)
   return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True,
                         text=True, timeout=timeout)
 

@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import checkpoint_params
+from tests.helpers import checkpoint_params, subprocess_env
 
 pytestmark = pytest.mark.slow
 
 STEPS = 40
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+ENV = subprocess_env(1)
 
 
 def _command(model_dir, checkpoint_every=10):

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from tests.helpers import subprocess_env
+
 HEARTBEAT_S = 10
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
@@ -43,11 +45,10 @@ def _free_port() -> int:
 
 def _start(model_dir, devices, process_id=None, port=None, log=None,
            steps=STEPS, mesh=tuple(MESH)):
-  env = dict(os.environ,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".pytest_cache",
-                                                    "multihost_xla"),
-             TF_CPP_MIN_LOG_LEVEL="2")
+  env = subprocess_env(
+      devices, JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".pytest_cache",
+                                                      "multihost_xla"),
+      TF_CPP_MIN_LOG_LEVEL="2")
   if process_id is not None:
     env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))

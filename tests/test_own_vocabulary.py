@@ -15,9 +15,9 @@ import tasks
 from elmer_jax import run_config
 from elmer_jax.data import vocabularies
 from tasks import finetuning, pretraining
+from tests.helpers import subprocess_env
 
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-           HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+ENV = subprocess_env(1, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 SHORT = ["--gin.loop.TrainConfig.steps=2", "--gin.loop.TrainConfig.batch_size=4",
          "--gin.loop.TrainConfig.log_every=1",
          "--gin.loop.TrainConfig.checkpoint_every=2"]

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import run_python, sample_run
+from tests.helpers import run_python, sample_run, subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,8 +30,7 @@ def _python_blocks() -> list[str]:
 def _elsewhere(tmp_path):
   for folder in ("data", "runs", "models", "experiments"):
     (tmp_path / folder).mkdir()
-  return dict(os.environ, PYTHONPATH=ROOT,
-              XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return subprocess_env(1, PYTHONPATH=ROOT)
 
 
 def test_readme_has_the_snippets_this_test_runs():

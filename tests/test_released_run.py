@@ -18,15 +18,15 @@ import transformers
 from elmer_jax.export import hf_weights, importing
 from elmer_jax.model.config import ElmerConfig
 from tests import hf_reference
+from tests.helpers import subprocess_env
 
 TEXTS = ["Paris is the capital of France.",
          "The river flows to the sea, and the city grew along it.",
          "He was born in London and studied music.",
          "Anarchism is a political philosophy."]
 SLOTS = 12
-SUBPROCESS_ENV = dict(os.environ,
-                      XLA_FLAGS="--xla_force_host_platform_device_count=1",
-                      HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+SUBPROCESS_ENV = subprocess_env(1, HF_HUB_OFFLINE="1",
+                                TRANSFORMERS_OFFLINE="1")
 
 
 def vocabulary_binding(run_dir) -> str:
