@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from elmer_jax import gin_utils
+from elmer_jax import gin_utils, objectives
 from elmer_jax.model import Elmer
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.params import init_params
@@ -65,6 +65,12 @@ def compiled_apply(config: ElmerConfig):
   One per config, so the tests of a worker share what it compiled."""
   return jax.jit(Elmer(config).apply,
                  static_argnames=("return_all_layers", "gold_mix_rate"))
+
+
+# Exit sampling compiled once per shape and method, as training runs it
+# (eager calls compile every op on its own).
+sample_exit_layers = jax.jit(objectives.sample_exit_layers,
+                             static_argnums=(1, 2, 3))
 
 
 def random_tokens(rng: np.random.Generator, config: ElmerConfig, batch: int,

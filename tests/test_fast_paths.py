@@ -17,7 +17,7 @@ from elmer_jax.model.params import init_params
 from elmer_jax.model.running_tokens import running_capacity
 from elmer_jax.training import train_step
 from tests import hf_reference
-from tests.helpers import TINY, random_tokens, variants
+from tests.helpers import TINY, random_tokens, sample_exit_layers, variants
 
 EXACT = TINY.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                      activation_dropout_rate=0.0)
@@ -28,6 +28,7 @@ def _params():
   """Initial weights: every setting here shares TINY's layout, so one
   compiled init serves them all."""
   return init_params(TINY, jax.random.key(0))
+
 
 def _batch(seed=0, batch=3, enc_len=11, dec_len=13, packed=False):
   rng = np.random.default_rng(seed)
@@ -131,15 +132,14 @@ def test_dot_product_attention_refuses_attention_dropout_in_training():
 
 
 def test_running_capacity_bounds_permutation_exits():
-  sample = jax.jit(objectives.sample_exit_layers, static_argnums=(1, 2, 3))
   for length in (5, 13, 40, 128):
     capacity = running_capacity(length, 6)
     assert capacity[0] == length and capacity[-1] < length
     for seed in range(20):
       rng = np.random.default_rng(seed)
       weights = rng.random((4, length)) < rng.random()
-      exits = sample(jax.random.key(seed), (4, length), 6, "permutation",
-                     jnp.asarray(weights, jnp.int32))
+      exits = sample_exit_layers(jax.random.key(seed), (4, length), 6,
+                                 "permutation", jnp.asarray(weights, jnp.int32))
       running = (np.asarray(exits)[..., None] >= np.arange(6)).sum(1)
       assert (running <= np.asarray(capacity)).all()
   assert sum(running_capacity(128, 6)) < 0.62 * 6 * 128

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from elmer_jax import objectives
+from tests.helpers import sample_exit_layers
 
-# Jitted, as training runs them (eager calls compile every op on its own).
-_sample = jax.jit(objectives.sample_exit_layers, static_argnums=(1, 2, 3))
+# Jitted, as training runs it (eager calls compile every op on its own).
 _lplm_loss = jax.jit(objectives.lplm_loss, static_argnums=4,
                      static_argnames=("label_smoothing", "z_loss"))
 
 
 def test_iid_exits_are_uniform_and_in_range():
   layers, n = 6, 120_000
-  exits = np.asarray(_sample(
+  exits = np.asarray(sample_exit_layers(
       jax.random.key(0), (40, n // 40), layers, "iid"))
   assert exits.dtype == np.int32
   counts = np.bincount(exits.ravel(), minlength=layers)
@@ -26,7 +26,7 @@ def test_iid_exits_are_uniform_and_in_range():
 
 def test_permutation_uses_every_layer_equally_often_per_row():
   layers = 6
-  exits = np.asarray(_sample(
+  exits = np.asarray(sample_exit_layers(
       jax.random.key(1), (64, 29), layers, "permutation"))
   for row in exits:
     counts = np.bincount(row, minlength=layers)
@@ -45,7 +45,7 @@ def test_permutation_uses_every_layer_equally_often_per_row():
 def test_permutation_balances_each_packed_segment_apart_from_padding():
   layers = 4
   segments = np.array([[1] * 9 + [2] * 6 + [3] * 3 + [0] * 6] * 32, np.int32)
-  exits = np.asarray(_sample(
+  exits = np.asarray(sample_exit_layers(
       jax.random.key(2), segments.shape, layers, "permutation",
       segment_ids=jnp.asarray(segments)))
   for row, seg in zip(exits, segments):
@@ -57,9 +57,9 @@ def test_permutation_balances_each_packed_segment_apart_from_padding():
 
 @pytest.mark.parametrize("method", objectives.EXIT_SAMPLING)
 def test_sampling_is_a_function_of_the_key(method):
-  a = _sample(jax.random.key(7), (4, 16), 3, method)
-  b = _sample(jax.random.key(7), (4, 16), 3, method)
-  c = _sample(jax.random.key(8), (4, 16), 3, method)
+  a = sample_exit_layers(jax.random.key(7), (4, 16), 3, method)
+  b = sample_exit_layers(jax.random.key(7), (4, 16), 3, method)
+  c = sample_exit_layers(jax.random.key(8), (4, 16), 3, method)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
 
@@ -140,8 +140,8 @@ def test_metric_sums_add_across_microbatches():
   weights = (rng.random((4, 6)) > 0.3).astype(np.float32)
   exits = rng.integers(0, 3, (4, 6))
   _, whole = _lplm_loss(logits, targets, weights, exits, 3)
-  parts = [_lplm_loss(logits[i:i + 2], targets[i:i + 2],
-                                weights[i:i + 2], exits[i:i + 2], 3)[1]
+  parts = [_lplm_loss(logits[i:i + 2], targets[i:i + 2], weights[i:i + 2],
+                      exits[i:i + 2], 3)[1]
            for i in (0, 2)]
   added = jax.tree.map(lambda a, b: a + b, *parts)
   for key in whole:
