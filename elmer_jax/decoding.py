@@ -323,4 +323,6 @@ def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
                     max_input_length, model_config.max_positions)
   decoded, _ = decode_in_batches(model_config, params, decode_config, encoded,
                                  batch_size, limit)
-  return [{"text": vocabulary.decode(out["tokens"]), **out} for out in decoded]
+  return [{"text": vocabularies.output_text(vocabulary, out["tokens"],
+                                          model_config), **out}
+          for out in decoded]

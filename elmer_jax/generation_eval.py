@@ -13,6 +13,7 @@ from typing import Any, Optional
 import seqio
 
 from elmer_jax import decoding, metrics
+from elmer_jax.data import vocabularies
 from elmer_jax.model.config import ElmerConfig
 
 
@@ -67,7 +68,8 @@ def evaluate(model_config: ElmerConfig, params: Any,
   decoded, exits = decoding.decode_in_batches(
       model_config, params, config.decode, [ex["inputs"] for ex in examples],
       config.batch_size, encoder_length, lengths)
-  predictions = [{"prediction": vocabulary.decode(out["tokens"]),
+  predictions = [{"prediction": vocabularies.output_text(
+                      vocabulary, out["tokens"], model_config),
                   "reference": ex["reference"],
                   "exit_layers": out["exit_layers"]}
                  for ex, out in zip(examples, decoded)]

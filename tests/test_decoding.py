@@ -345,6 +345,13 @@ def test_generate_text(caplog, encoder_bos):
     assert result["text"] == vocab.decode(result["tokens"])
   with pytest.raises(ValueError, match=r"texts\[1\] is empty"):
     decoding.generate_text(TINY, params, vocab, ["ok", "  "], config, 16)
+  # An undertrained model that predicts `<mask>` everywhere: the ids say so,
+  # the text does not show special tokens (as batch_decode of the export).
+  bias = np.array(params["final_logits_bias"])
+  bias[TINY.mask_id] = 1e3
+  masked, = decoding.generate_text(TINY, {**params, "final_logits_bias": bias},
+                                   vocab, texts[:1], config, 16)
+  assert masked["tokens"] == [TINY.mask_id] and masked["text"] == ""
 
 
 @pytest.mark.integration  # Three decode programs; one: test_generate_text.

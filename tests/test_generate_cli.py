@@ -3,6 +3,7 @@ command line: the whole user path on a tiny model."""
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -258,4 +259,15 @@ def test_exported_model_generates_the_cli_texts(finetuned, tmp_path):
   ids = model.generate(**tokenizer(texts, return_tensors="pt", padding=True))
   assert ids.dtype == torch.long and ids.shape == (3, 32)
   ours = tokenizer.batch_decode(ids, skip_special_tokens=True)
-  assert ours == (tmp_path / "out.txt").read_text().splitlines()
+  cli_texts = (tmp_path / "out.txt").read_text().splitlines()
+  assert ours == cli_texts
+  # The README's check of an export: the same texts, the exported slots.
+  printed = subprocess.run(
+      [sys.executable, "-m", "elmer_jax.export.hf_generate",
+       f"--hf_dir={tmp_path / 'hf'}", *(f"--text={t}" for t in texts)],
+      capture_output=True, text=True, timeout=600,
+      env={**os.environ, "HF_HUB_OFFLINE": "1"})
+  assert printed.returncode == 0, printed.stderr[-3000:]
+  outputs = [line.split("  -> ", 1)[1] for line in printed.stdout.splitlines()
+             if line.startswith("  -> ")]
+  assert outputs == cli_texts

@@ -47,6 +47,12 @@ def _check_ids(vocabulary, config, path):
     if text in task_inputs:
       assert tokenizer(text)["input_ids"] == task_inputs[text], text
     assert tokenizer.decode(ids) == vocabulary.decode(ids), text
+    # Output ids as an undertrained model predicts them, special ids among
+    # the text: generate's text is what batch_decode of the export shows.
+    noisy = [config.mask_id, *ids[:2], config.pad_id, config.unk_id,
+             *ids[2:], config.mask_id, config.bos_id, config.eos_id]
+    assert vocabularies.output_text(vocabulary, noisy, config) == tokenizer.decode(
+        noisy, skip_special_tokens=True), text
   assert len(task_inputs) >= len(TEXTS) - 3
   assert tokenizer.mask_token_id == config.mask_id
   assert tokenizer.pad_token_id == config.pad_id

@@ -11,9 +11,12 @@ import transformers
 
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "An exported directory.")
 _TEXTS = flags.DEFINE_multi_string("text", [], "Input texts.")
-_MAX_LENGTH = flags.DEFINE_integer("max_length", 32, "Decoder slots.")
-_THRESHOLD = flags.DEFINE_float("exit_threshold", 0.0, "Entropy early exit "
-                                "threshold (nats); 0 turns it off.")
+_MAX_LENGTH = flags.DEFINE_integer(
+    "max_length", None, "Decoder slots; default: the exported config's "
+    "(the run's decoder_length).")
+_THRESHOLD = flags.DEFINE_float(
+    "exit_threshold", None, "Entropy early exit threshold (nats); 0 turns it "
+    "off; default: the exported config's.")
 
 
 def main(argv):
@@ -30,7 +33,8 @@ def main(argv):
                          return_dict_in_generate=True)
   for text, tokens, length, exits in zip(_TEXTS.value, out.sequences,
                                          out.lengths, out.exit_layers):
-    print(f"{text}\n  -> {tokenizer.decode(tokens[:length])}\n"
+    output = tokenizer.decode(tokens[:length], skip_special_tokens=True)
+    print(f"{text}\n  -> {output}\n"
           f"     exit layers {exits[:length].tolist()}")
 
 

@@ -8,7 +8,7 @@ do (the default), or `tokens </s>`.
 """
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import seqio
 import tensorflow as tf
@@ -16,6 +16,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from elmer_jax.data.bpe_vocabulary import ByteLevelBPEVocabulary
 from elmer_jax.data.vocab_tables import special_ids
+from elmer_jax.model.config import ElmerConfig
 
 BPE_FILES = ("vocab.json", "merges.txt")
 # Where a run keeps its copy of the vocabulary.
@@ -109,3 +110,14 @@ def model_fields(vocabulary: seqio.Vocabulary) -> dict[str, int]:
   ids = special_ids(vocabulary)
   return {"vocab_size": vocabulary.vocab_size,
           **{f"{name}_id": value for name, value in ids.items()}}
+
+
+def output_text(vocabulary: seqio.Vocabulary, ids: Sequence[int],
+                config: ElmerConfig) -> str:
+  """The text of decoded ids without the model's special tokens (`<s>`,
+  `<pad>`, `</s>`, `<unk>`, `<mask>`), as the released test code and
+  `tokenizer.batch_decode(..., skip_special_tokens=True)` of an export show
+  it: an undertrained model's `<mask>` predictions are not text."""
+  specials = {config.bos_id, config.pad_id, config.eos_id, config.unk_id,
+              config.mask_id}
+  return vocabulary.decode([i for i in ids if i not in specials])
