@@ -5,7 +5,7 @@ lengths 32) on one task with one spare-slot setting, then decodes the
 validation split two ways: `max_length` with `generate`'s default slots (the
 run's decoder_length), cut at the first `</s>`, and `oracle` (reference
 lengths). Prints one JSON line: ROUGE-L of both, the gap, and the share of
-outputs whose token count is within ±1 of the reference's.
+outputs whose token count (and word count) is within ±1 of the reference's.
 
   python bench/length_modes.py --task=pairs --spare_slots=decoder_length \
       --work_dir=/tmp/length_modes [--steps=300] [--eval_step=N]
@@ -74,6 +74,14 @@ def length_share(predictions, examples) -> float:
   return float(np.mean(close))
 
 
+def word_share(predictions) -> float:
+  """Share of outputs whose word count is within ±1 of the reference's (the
+  issue's first measure: 3 ± 1 words)."""
+  close = [abs(len(p["prediction"].split()) - len(p["reference"].split())) <= 1
+           for p in predictions]
+  return float(np.mean(close))
+
+
 def main(argv):
   del argv
   task = TASKS[_TASK.value]
@@ -122,6 +130,7 @@ def main(argv):
     result[f"{mode}/rougeL"] = round(scores["rougeL"], 2)
     result[f"{mode}/length_within_1"] = round(
         length_share(predictions, examples), 3)
+    result[f"{mode}/words_within_1"] = round(word_share(predictions), 3)
     if mode == "max_length":
       result["max_length/samples"] = [p["prediction"] for p in
                                       predictions[:3]]

@@ -2,7 +2,8 @@
 
 Without `--verbose`, third-party INFO logging (absl's for orbax, gin and
 jax) and the INFO logs of TensorFlow's and XLA's C++ code (oneDNN notes, a
-`cuInit` error on a machine without a GPU) are off; warnings stay.
+`cuInit` error on a machine without a GPU) are off; warnings stay, but for
+a few that describe what we do on purpose (`_BENIGN_WARNINGS`).
 """
 
 import contextlib
@@ -27,6 +28,23 @@ _LOAD_NOISE = re.compile(
     r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog|"
     r"E\d{4} .*(cuInit|cuda_platform|Unable to register cu))")
 
+# Third-party warnings about what we do on purpose: orbax on a run's
+# checkpoints opened read-only (generate, evaluate, export), on reading a
+# step's `default` item directly (the step's metadata file is one level up)
+# and on interval saves between evaluations (they carry no eval loss; the
+# best steps are chosen among those that do); seqio on training from files
+# without its cache (our iterator states make the order exact on resume).
+_BENIGN_WARNINGS = re.compile(
+    r"^(Given directory is read only|Metadata file does not exist: .*/"
+    r"default/_CHECKPOINT_METADATA$|Requested `tracked_metric`; did not "
+    r"provide metrics|Using an uncached FunctionDataset for training)")
+
+
+class _DropBenign(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not _BENIGN_WARNINGS.search(record.getMessage())
+
 
 @contextlib.contextmanager
 def _native_stderr_filtered() -> Iterator[None]:
@@ -47,24 +65,43 @@ def _native_stderr_filtered() -> Iterator[None]:
           print(line, file=sys.stderr)
 
 
+def _tensorflow_without_gpus() -> None:
+  """TensorFlow only feeds data: the GPUs are JAX's. This also runs
+  TensorFlow's device probe (and its `cuInit` message) now, not when
+  absl's flag parsing would."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # TensorFlow's devices were set up already.
+    pass
+
+
+@contextlib.contextmanager
+def quiet_native_load() -> Iterator[None]:
+  """Around a command module's top-level imports that load TensorFlow: its
+  C++ INFO logs off and its load-time lines dropped, as `setup` does (which
+  comes too late for them)."""
+  os.environ.setdefault(_CPP_LOG_LEVEL, "1")
+  with _native_stderr_filtered():
+    yield
+    if "tensorflow" in sys.modules:
+      _tensorflow_without_gpus()
+
+
 def setup(verbose: bool = False) -> None:
   """Quiets third-party logs unless `verbose`; call first in `main`, before
   anything imports TensorFlow."""
   if verbose:
     absl_logging.set_verbosity(absl_logging.INFO)
   else:
-    os.environ.setdefault(_CPP_LOG_LEVEL, "1")
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger().setLevel(logging.WARNING)
-  with contextlib.nullcontext() if verbose else _native_stderr_filtered():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if not any(isinstance(f, _DropBenign) for f in
+               absl_logging.get_absl_logger().filters):
+      absl_logging.get_absl_logger().addFilter(_DropBenign())
+  with contextlib.nullcontext() if verbose else quiet_native_load():
     import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
-    # TensorFlow only feeds data: the GPUs are JAX's (this also runs the
-    # device probe, and its `cuInit` message, here).
-    try:
-      tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # TensorFlow's devices were set up already.
-      pass
+    _tensorflow_without_gpus()
 
 
 def info(message: str) -> None:

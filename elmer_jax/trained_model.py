@@ -68,7 +68,6 @@ def load(model_dir: str, step: Optional[int] = None, *,
   else its task's; a run without a training config (an import) has
   `train_config` None. The tasks must be registered (`import tasks`); they
   get the vocabulary through `use_vocabulary` (`tasks.use_vocabulary`)."""
-  checkpoint = checkpoints.inference_step(model_dir, step)
   config = gin_utils.macro("MODEL_CONFIG")
   path = run_config.optional_macro("VOCABULARY")
   vocabulary = run_config.activate(path, use_vocabulary) if path else None
@@ -77,9 +76,17 @@ def load(model_dir: str, step: Optional[int] = None, *,
     if train_config is None:
       raise ValueError(f"{model_dir}/config.gin names no vocabulary: bind "
                        "VOCABULARY (--gin.VOCABULARY=\"'path'\").")
+    name = train_config.mixture_or_task
+    if name not in seqio.MixtureRegistry.names() | seqio.TaskRegistry.names():
+      raise ValueError(
+          f"{model_dir}/config.gin trained on {name!r}, which is not "
+          "registered here, and names no VOCABULARY to decode with: import "
+          "the module that registers the task, or bind the vocabulary the run "
+          "was trained with (--gin.VOCABULARY=\"'path'\").")
     vocabulary = seqio.get_mixture_or_task(
-        train_config.mixture_or_task).output_features["targets"].vocabulary
+        name).output_features["targets"].vocabulary
   check_config_matches(config, vocabulary)
+  checkpoint = checkpoints.inference_step(model_dir, step)
   params = checkpoints.load_params(checkpoint,
                                    nn.unbox(abstract_params(config)))
   spare_slots = _trained_spare_slots(model_dir, train_config)

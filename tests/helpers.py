@@ -121,6 +121,17 @@ def sample_run(run_dir: str, step: int = 5) -> tuple[ElmerConfig, dict]:
   return config, params
 
 
+def third_party_noise(stderr: str) -> list[str]:
+  """Lines a command's console should not show: TensorFlow's and XLA's INFO
+  lines, the `cuInit` error of a machine without a GPU, orbax's notes on the
+  read-only and item-level reads of a run's checkpoints."""
+  return [line for line in stderr.splitlines()
+          if line.startswith(("I0000", "I1", "E0000"))
+          or any(note in line for note in (
+              "cuInit", "read only", "read_only=True", "_CHECKPOINT_METADATA",
+              "tracked_metric", "uncached FunctionDataset"))]
+
+
 def subprocess_env(devices: int, **extra: str) -> dict[str, str]:
   """Our environment for a child process with `devices` CPU devices: the
   session's XLA flags (tests/conftest.py: cheap compiles, one thread per

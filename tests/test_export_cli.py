@@ -65,3 +65,15 @@ def test_export_without_checkpoints_is_refused(tmp_path):
     trained_model.load(str(empty), use_vocabulary=tasks.use_vocabulary)
   with pytest.raises(FileNotFoundError, match="config.gin is missing"):
     trained_model.parse_run_config(str(tmp_path))
+
+
+def test_a_run_on_a_task_not_registered_here_is_named(tmp_path):
+  """A run trained on a task that only its own script registered: generate,
+  evaluate and export say what to do instead of seqio's lookup error."""
+  gin_utils.parse(["experiments/finetune_sample_tiny.gin"],
+                  ["MIXTURE_OR_TASK_NAME = 'my_pairs_elmer'"])
+  (tmp_path / "config.gin").write_text(gin.config_str())
+  trained_model.parse_run_config(str(tmp_path))
+  with pytest.raises(ValueError, match=r"trained on 'my_pairs_elmer', which "
+                     r"is not registered here.*--gin.VOCABULARY"):
+    trained_model.load(str(tmp_path), use_vocabulary=tasks.use_vocabulary)

@@ -17,6 +17,7 @@ import tasks  # pylint: disable=unused-import  (registers the tasks)
 from elmer_jax import gin_utils
 from elmer_jax.model.params import init_params
 from elmer_jax.training import evaluation, loop
+from tests.helpers import third_party_noise
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +92,8 @@ def test_generate_writes_one_output_per_line_with_exit_layers(finetuned,
     assert len(row["exit_layers"]) == len(row["tokens"])
     assert all(0 <= e <= 2 for e in row["exit_layers"])
   assert f"checkpoints/{_best_step(finetuned)}, 12 slots)" in result.stdout
+  noise = third_party_noise(result.stderr)
+  assert not noise, noise[:5]
 
 
 

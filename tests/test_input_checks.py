@@ -14,7 +14,7 @@ import seqio
 from elmer_jax import gin_utils
 from elmer_jax.data import input_checks
 from tasks import pretraining
-from tests.helpers import subprocess_env
+from tests.helpers import subprocess_env, third_party_noise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_SHARD = [seqio.ShardInfo(index=0, num_shards=1)]
@@ -145,6 +145,5 @@ def test_a_txt_corpus_with_the_defaults_trains_from_any_directory(tmp_path):
   assert any("step 6/6 loss" in line and " accuracy " in line and " lr " in line
              and " eta 0s" in line for line in out)
   assert all(line[:2].isdigit() and line[2] == ":" for line in out)
-  noise = [line for line in result.stderr.splitlines()
-           if line.startswith(("I0000", "I1", "E0000")) or "cuInit" in line]
+  noise = third_party_noise(result.stderr)
   assert not noise, noise[:5]

@@ -18,8 +18,10 @@ import sys
 
 from absl import app, flags
 
-from elmer_jax import (console, generation_eval, generation_results,
-                       gin_utils, trained_model)
+from elmer_jax import console, gin_utils
+
+with console.quiet_native_load():  # These load TensorFlow.
+  from elmer_jax import generation_eval, generation_results, trained_model
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best "

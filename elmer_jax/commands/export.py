@@ -14,8 +14,11 @@ import sys
 
 from absl import app, flags
 
-from elmer_jax import console, gin_utils, trained_model
-from elmer_jax.export import exporting, hf_weights
+from elmer_jax import console, gin_utils
+
+with console.quiet_native_load():  # These load TensorFlow.
+  from elmer_jax import trained_model
+  from elmer_jax.export import exporting, hf_weights
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best "

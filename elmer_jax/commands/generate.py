@@ -16,8 +16,10 @@ from typing import Optional
 
 from absl import app, flags
 
-from elmer_jax import (console, decoding, gin_utils, line_generation,
-                       trained_model)
+from elmer_jax import console, gin_utils
+
+with console.quiet_native_load():  # These load TensorFlow.
+  from elmer_jax import decoding, line_generation, trained_model
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run.")
 _INPUT = flags.DEFINE_string("input_file", None, "One input text per line.")

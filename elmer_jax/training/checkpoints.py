@@ -172,7 +172,8 @@ def _read_only(directory: str) -> ocp.CheckpointManager:
   """The complete steps of a `checkpoints/` directory (finalised: renamed
   locally, `commit_success.txt` on GCS), and the best by eval loss."""
   return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, best_fn=lambda m: m[EVAL_LOSS], best_mode="min"))
+      read_only=True, save_interval_steps=0, create=False,
+      best_fn=lambda m: m[EVAL_LOSS], best_mode="min"))
 
 
 def _params_item(path: str) -> str:
