@@ -18,7 +18,7 @@ import transformers
 from elmer_jax.export import hf_weights, importing
 from elmer_jax.model.config import ElmerConfig
 from tests import hf_reference
-from tests.helpers import subprocess_env
+from tests.helpers import subprocess_env, third_party_noise
 
 TEXTS = ["Paris is the capital of France.",
          "The river flows to the sea, and the city grew along it.",
@@ -40,6 +40,8 @@ def run(module, *args, timeout=600):
                           capture_output=True, text=True, timeout=timeout,
                           env=SUBPROCESS_ENV)
   assert result.returncode == 0, result.stderr[-4000:]
+  noise = third_party_noise(result.stderr)  # Each command's console is ours.
+  assert not noise, (module, noise[:5])
   return result
 
 

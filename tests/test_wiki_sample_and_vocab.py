@@ -12,6 +12,7 @@ import sentencepiece as spm
 from elmer_jax.data import sentencepiece_training
 from tasks import pretraining
 from tasks.data import build_wiki_sample
+from tests.helpers import third_party_noise
 
 
 def test_markup_cleaner_on_hand_written_wikitext():
@@ -94,6 +95,7 @@ def test_train_vocab_command(tmp_path):
        f"--model_prefix={tmp_path / 'cli'}", "--vocab_size=400"],
       capture_output=True, text=True, check=True, timeout=600)
   assert "cli.model" in result.stdout
+  assert not third_party_noise(result.stderr), result.stderr[-2000:]
   assert sentencepiece_training.special_ids(str(tmp_path / "cli.model"))
 
 

@@ -15,7 +15,10 @@ with no gin of your own, `python -m elmer_jax.generate --model_dir=RUN`,
 
 from absl import app, flags
 
-from elmer_jax.export import importing, run_directory
+from elmer_jax import console
+
+with console.quiet_native_load():  # These load TensorFlow.
+  from elmer_jax.export import importing, run_directory
 
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "The Hugging Face directory.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "The run directory to "
@@ -37,6 +40,7 @@ _VOCABULARY = flags.DEFINE_string(
 
 def main(argv):
   del argv
+  console.setup()  # Third-party INFO logs (orbax's) off.
   for flag in (_HF_DIR, _OUTPUT):
     if not flag.value:
       raise app.UsageError(f"--{flag.name} is required.")

@@ -10,7 +10,10 @@ From files, or from a registered seqio task's text:
 
 from absl import app, flags
 
-from elmer_jax.data import sentencepiece_training
+from elmer_jax import console
+
+with console.quiet_native_load():  # It loads TensorFlow.
+  from elmer_jax.data import sentencepiece_training
 
 _INPUT = flags.DEFINE_list("input", None, "Text or JSONL files.")
 _TASK = flags.DEFINE_string("task", None, "A seqio task to read text from "
@@ -26,6 +29,7 @@ _FIELD = flags.DEFINE_string("text_field", "text", "JSONL field with the text.")
 
 def main(argv):
   del argv
+  console.setup()  # Third-party INFO logs off.
   if bool(_INPUT.value) == bool(_TASK.value):
     raise app.UsageError("Give exactly one of --input and --task.")
   if _TASK.value:
