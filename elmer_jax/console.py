@@ -101,6 +101,7 @@ def setup(verbose: bool = False) -> None:
       absl_logging.get_absl_logger().addFilter(_DropBenign())
   with contextlib.nullcontext() if verbose else quiet_native_load():
     import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
+  if verbose:  # quiet_native_load hides TensorFlow's GPUs on its way out.
     _tensorflow_without_gpus()
 
 
