@@ -1,13 +1,14 @@
 """The tied LM head and its cross-entropy as one function with its own VJP.
 
-The plain path materialises fp32 (batch, length, vocab) logits, log-softmax
-and a one-hot scatter in the backward pass, each a full round trip through
-memory. Here the logits stay in the compute dtype (bf16 on accelerators),
-every reduction over the vocabulary is done in fp32, and the backward pass is
-`softmax - one_hot` written elementwise (an iota compare, no scatter) followed
-by the two matmuls of the head. The vocabulary is padded to a multiple of
-`vocab_multiple` at compute time only: padded columns get -inf logits, so the
-result equals the unpadded head; parameters and checkpoints are unchanged.
+The plain path materialises fp32 (batch, length, vocab) logits and, in the
+backward pass, their gradient, each a full round trip through memory. Here
+the logits stay in the compute dtype (bf16 on accelerators), every reduction
+over the vocabulary is done in fp32, and the backward pass is `softmax -
+one_hot` written elementwise (an iota compare, no scatter) followed by the two
+matmuls of the head. The vocabulary is padded to a multiple of
+`vocab_multiple` at compute time only: padded columns get -inf logits (a -inf
+bias on zero rows), so the result equals the unpadded head without a mask;
+parameters and checkpoints are unchanged.
 """
 
 import functools
@@ -17,30 +18,34 @@ import jax.numpy as jnp
 
 
 def _padded(embedding: jax.Array, bias: jax.Array, multiple: int):
+  """Zero rows and a -inf bias for the padded columns: their logits are
+  -inf, their softmax 0, and their gradients reach nothing (zero rows), so
+  no validity mask is needed anywhere."""
   vocab = embedding.shape[0]
   extra = -vocab % max(multiple, 1)
-  return (jnp.pad(embedding, ((0, extra), (0, 0))), jnp.pad(bias, (0, extra)),
-          vocab)
+  return (jnp.pad(embedding, ((0, extra), (0, 0))),
+          jnp.pad(bias, (0, extra), constant_values=-jnp.inf), vocab)
 
 
-def _forward_parts(states, embedding, bias, targets, dtype, multiple):
+def _forward_parts(states, embedding, bias, targets, dtype, multiple,
+                   label_smoothing):
   table, bias_padded, vocab = _padded(embedding, bias, multiple)
   logits = jnp.einsum("...d,vd->...v", states.astype(dtype),
                       table.astype(dtype),
                       preferred_element_type=dtype)
   logits = logits + bias_padded.astype(dtype)
   columns = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-  valid = columns < vocab
-  wide = jnp.where(valid, logits.astype(jnp.float32), -jnp.inf)
+  wide = logits.astype(jnp.float32)
   top = jnp.max(wide, axis=-1)
   log_z = top + jnp.log(jnp.sum(jnp.exp(wide - top[..., None]), axis=-1))
-  is_target = columns == targets[..., None]
-  target_logit = jnp.sum(jnp.where(is_target, wide, 0.0), axis=-1)
+  # A gather, not a masked sum over the vocabulary: one less full pass.
+  target_logit = jnp.take_along_axis(wide, targets[..., None], axis=-1)[..., 0]
   # Lowest index among the maxima, as jnp.argmax picks.
   first_max = jnp.min(jnp.where(wide == top[..., None], columns, vocab),
                       axis=-1)
-  mean_logit = jnp.sum(jnp.where(valid, wide, 0.0), axis=-1) / vocab
-  return logits, log_z, target_logit, mean_logit, first_max, vocab
+  mean_logit = (jnp.sum(wide[..., :vocab], axis=-1) / vocab
+                if label_smoothing else None)
+  return logits, log_z, target_logit, mean_logit, first_max
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
@@ -53,12 +58,15 @@ def _head_loss(states, embedding, bias, targets, dtype, multiple,
 
 def _head_loss_fwd(states, embedding, bias, targets, dtype, multiple,
                    label_smoothing, z_loss):
-  logits, log_z, target_logit, mean_logit, first_max, _ = _forward_parts(
-      states, embedding, bias, targets, dtype, multiple)
+  logits, log_z, target_logit, mean_logit, first_max = _forward_parts(
+      states, embedding, bias, targets, dtype, multiple, label_smoothing)
   nll = log_z - target_logit
-  smooth = log_z - mean_logit
+  objective = nll
+  if label_smoothing:
+    objective = ((1.0 - label_smoothing) * nll
+                 + label_smoothing * (log_z - mean_logit))
   z_term = z_loss * jnp.square(log_z)
-  objective = (1.0 - label_smoothing) * nll + label_smoothing * smooth + z_term
+  objective = objective + z_term
   correct = (first_max == targets).astype(jnp.float32)
   residuals = (states, embedding, bias, targets, logits, log_z)
   return (objective, nll, z_term, correct), residuals
@@ -71,19 +79,19 @@ def _head_loss_bwd(dtype, multiple, label_smoothing, z_loss, residuals,
   vocab = embedding.shape[0]
   table, _, _ = _padded(embedding, bias, multiple)
   columns = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-  valid = columns < vocab
-  probs = jnp.where(valid, jnp.exp(logits.astype(jnp.float32)
-                                   - log_z[..., None]), 0.0)
+  probs = jnp.exp(logits.astype(jnp.float32) - log_z[..., None])
   # d/dlogits of objective, nll and z-term, per token, as coefficients of
-  # softmax, one_hot(target) and the uniform 1/V of label smoothing.
+  # softmax, one_hot(target) and the uniform 1/V of label smoothing (padded
+  # columns may hold any finite value: their table rows are zero and their
+  # bias gradient is dropped).
   on_softmax = (g_objective * (1.0 + 2.0 * z_loss * log_z) + g_nll
                 + g_z * 2.0 * z_loss * log_z)
   on_target = g_objective * (1.0 - label_smoothing) + g_nll
-  on_uniform = g_objective * label_smoothing / vocab
   d_logits = (probs * on_softmax[..., None]
               - jnp.where(columns == targets[..., None], on_target[..., None],
-                          0.0)
-              - jnp.where(valid, on_uniform[..., None], 0.0))
+                          0.0))
+  if label_smoothing:
+    d_logits = d_logits - (g_objective * label_smoothing / vocab)[..., None]
   d_low = d_logits.astype(dtype)
   d_states = jnp.einsum("...v,vd->...d", d_low, table.astype(dtype),
                         preferred_element_type=jnp.float32)

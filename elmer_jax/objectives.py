@@ -69,12 +69,16 @@ def cross_entropy(logits: jax.Array, targets: jax.Array,
   """
   logits = logits.astype(jnp.float32)
   log_z = jax.nn.logsumexp(logits, axis=-1)
-  log_probs = logits - log_z[..., None]
-  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  # The target's logit as a masked sum, not take_along_axis: the gather's
+  # backward is a scatter, which XLA:CPU then writes transposed for the LM
+  # head's weight gradient, a fifth of the small config's step.
+  columns = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  nll = log_z - jnp.sum(jnp.where(columns == targets[..., None], logits, 0.0),
+                        axis=-1)
   objective = nll
   if label_smoothing:
-    objective = ((1.0 - label_smoothing) * nll
-                 - label_smoothing * jnp.mean(log_probs, axis=-1))
+    objective = ((1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(
+        logits - log_z[..., None], axis=-1))
   z_term = z_loss * jnp.square(log_z)
   return objective + z_term, nll, z_term
 
