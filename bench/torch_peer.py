@@ -9,7 +9,7 @@ what `elmer_jax.training.train_step` does, with dropout as configured.
 `bench/train_throughput.py --peer` runs it beside the trainer's step.
 """
 
-import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -60,9 +60,11 @@ def lplm_loss(model: transformers.BartForConditionalGeneration,
       logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def time_steps(config: ElmerConfig, batch: dict[str, np.ndarray], steps: int,
-               threads: int, attn_implementation: str = "sdpa") -> dict:
-  """Seconds per training step (after one warm-up step) and the last loss."""
+def make_step(config: ElmerConfig, batch: dict[str, np.ndarray],
+              threads: int, attn_implementation: str = "sdpa"
+              ) -> tuple[Callable[[], float], dict]:
+  """A training step on `batch` (returns its loss) after one warm-up step,
+  and what it runs on."""
   torch.set_num_threads(threads)
   model = bart(config, attn_implementation)
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
@@ -84,11 +86,6 @@ def time_steps(config: ElmerConfig, batch: dict[str, np.ndarray], steps: int,
     return loss.item()
 
   step()
-  start = time.perf_counter()
-  for _ in range(steps):
-    loss = step()
-  step_s = (time.perf_counter() - start) / steps
-  return {"step_s": round(step_s, 5), "loss": loss, "threads": threads,
-          "torch": torch.__version__,
-          "transformers": transformers.__version__,
-          "attn_implementation": attn_implementation}
+  return step, {"threads": threads, "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "attn_implementation": attn_implementation}

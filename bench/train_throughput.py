@@ -14,7 +14,9 @@ bench/data_pipeline.py for that). MFU = model matmul FLOPs
 
 `--peer` also times the PyTorch peer (bench/torch_peer.py: stock
 transformers BART, the same LPLM copy-on-exit loss, AdamW) on the same batch
-with the same thread count, right after, and prints both and the ratio.
+with the same thread count: each of `--rounds` rounds times `--steps` of the
+trainer, then `--steps` of the peer; step times are the rounds' medians and
+the ratio is the median of the rounds' ratios.
 `--skip_exited_tokens` (with `--exit_sampling=permutation`) adds the executed
 FLOPs beside the model FLOPs.
 """
@@ -58,8 +60,8 @@ _SKIP = flags.DEFINE_bool("skip_exited_tokens", False,
 _DROPOUT_PRNG = flags.DEFINE_enum("dropout_prng", "threefry2x32",
                                   DROPOUT_PRNGS, "ObjectiveConfig.dropout_prng.")
 _PEER = flags.DEFINE_bool("peer", False, "Also time the PyTorch peer.")
-_PEER_STEPS = flags.DEFINE_integer("peer_steps", 0,
-                                   "Peer's timed steps (0: --steps).")
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "Timed rounds of --steps steps "
+                               "(with --peer, each round times both sides).")
 
 
 def _batch(config, batch: int, enc: int, dec: int) -> dict[str, np.ndarray]:
@@ -92,6 +94,11 @@ def main(argv):
   program = loop.build(model_config, config)
   host_batch = _batch(model_config, _BATCH.value, _ENC_LEN.value,
                       _DEC_LEN.value)
+  peer_step = None
+  if _PEER.value:
+    import torch_peer  # bench/, the script's directory; torch only if asked
+    peer_step, peer = torch_peer.make_step(model_config, host_batch,
+                                           threads=os.cpu_count())
   with program.context():
     batch = {k: jax.device_put(v, program.data_sharding)
              for k, v in host_batch.items()}
@@ -101,11 +108,19 @@ def main(argv):
     compile_s = time.perf_counter() - start
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    step_s = (time.perf_counter() - start) / _STEPS.value
+    ours, theirs = [], []
+    for _ in range(_ROUNDS.value):
+      start = time.perf_counter()
+      for _ in range(_STEPS.value):
+        state, metrics = compiled(state, batch)
+      jax.block_until_ready((state, metrics))
+      ours.append((time.perf_counter() - start) / _STEPS.value)
+      if peer_step:
+        start = time.perf_counter()
+        for _ in range(_STEPS.value):
+          peer_loss = peer_step()
+        theirs.append((time.perf_counter() - start) / _STEPS.value)
+    step_s = float(np.median(ours))
 
   model_flops = _BATCH.value * flops.train_flops(model_config, _ENC_LEN.value,
                                                  _DEC_LEN.value)
@@ -145,15 +160,16 @@ def main(argv):
   if _PEAK.value:
     result["mfu"] = round(model_flops / step_s / (
         _PEAK.value * 1e12 * jax.device_count()), 4)
-  if _PEER.value:
-    import torch_peer  # bench/, the script's directory; torch only if asked
-    peer = torch_peer.time_steps(model_config, host_batch,
-                                 _PEER_STEPS.value or _STEPS.value,
-                                 threads=os.cpu_count())
+  if peer_step:
+    peer.update(step_s=round(float(np.median(theirs)), 5), loss=peer_loss)
     peer["tokens_per_s"] = round(
         _BATCH.value * (_ENC_LEN.value + _DEC_LEN.value) / peer["step_s"], 1)
     result["peer"] = peer
-    result["throughput_ratio"] = round(peer["step_s"] / step_s, 3)
+    # Per round, both sides timed back to back: the host's drift between
+    # rounds cancels in each round's ratio.
+    ratios = [t / o for o, t in zip(ours, theirs)]
+    result["throughput_ratio"] = round(float(np.median(ratios)), 3)
+    result["throughput_ratio_per_round"] = [round(r, 3) for r in ratios]
   result["load_average"] = os.getloadavg()
   print(json.dumps(result))
 
