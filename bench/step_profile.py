@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from elmer_jax import gin_utils, lm_head_loss, objectives
+from elmer_jax.model import dropout
 from elmer_jax.training import train_step
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", ["models/tiny.gin"],
@@ -126,8 +127,9 @@ def _programs(config, batch):
       "embedding gathers (fwd+bwd)": (jax.jit(jax.grad(
           lambda e, i: jnp.sum(jnp.take(e, i, axis=0) ** 2))), (table, ids)),
       "dropout bits (as many as the step draws)": (jax.jit(
-          lambda k: jax.random.bernoulli(k, 0.9, (_dropout_draws(
-              config, shape[0], _ENC_LEN.value, shape[1]),)).sum()),
+          lambda k: dropout.keep_mask(k, (_dropout_draws(
+              config, shape[0], _ENC_LEN.value, shape[1]),),
+                                      config.dropout_rate).sum()),
                                                    (jax.random.key(5),)),
   }
 

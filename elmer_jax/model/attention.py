@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from elmer_jax.model import initializers
 from elmer_jax.model.config import ElmerConfig
+from elmer_jax.model.dropout import Dropout
 
 
 def padding_mask(key_tokens: jax.Array, pad_id: int) -> jax.Array:
@@ -134,7 +135,7 @@ class MultiHeadAttention(nn.Module):
       key, value = fused_project(cfg, inputs_kv, (k_proj, v_proj))
     query, key, value = (nn.with_logical_constraint(x, head_axes)
                          for x in (query, key, value))
-    dropout = nn.Dropout(cfg.attention_dropout_rate)
+    dropout = Dropout(cfg.attention_dropout_rate)
     if cfg.attention_impl == "plain":
       context = _plain_attention(
           cfg, query, key, value, mask,

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from elmer_jax.model import initializers
 from elmer_jax.model.config import ElmerConfig
+from elmer_jax.model.dropout import Dropout
 from elmer_jax.model.normalization import layer_norm
 
 POSITION_OFFSET = 2
@@ -61,5 +62,5 @@ def embed_inputs(config: ElmerConfig, shared: nn.Embed, tokens: jax.Array,
                                  dtype)
   hidden = lookup(shared, tokens, dtype) + position_embeddings
   hidden = layer_norm(config, "layernorm_embedding")(hidden)
-  hidden = nn.Dropout(config.dropout_rate)(hidden, deterministic=deterministic)
+  hidden = Dropout(config.dropout_rate)(hidden, deterministic=deterministic)
   return nn.with_logical_constraint(hidden, ("batch", "length", "embed"))

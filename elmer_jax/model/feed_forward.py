@@ -5,6 +5,7 @@ import jax
 
 from elmer_jax.model import initializers
 from elmer_jax.model.config import ElmerConfig
+from elmer_jax.model.dropout import Dropout
 
 
 class FeedForward(nn.Module):
@@ -21,7 +22,7 @@ class FeedForward(nn.Module):
     # BART's "gelu" is the exact (erf) form, not the tanh approximation.
     hidden = jax.nn.gelu(hidden, approximate=False)
     hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
-    hidden = nn.Dropout(cfg.activation_dropout_rate)(
+    hidden = Dropout(cfg.activation_dropout_rate)(
         hidden, deterministic=self.deterministic)
     return nn.Dense(
         cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,

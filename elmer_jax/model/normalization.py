@@ -5,6 +5,7 @@ import jax
 
 from elmer_jax.model import initializers
 from elmer_jax.model.config import ElmerConfig
+from elmer_jax.model.dropout import Dropout
 
 
 def layer_norm(config: ElmerConfig, name: str) -> nn.LayerNorm:
@@ -18,5 +19,5 @@ def layer_norm(config: ElmerConfig, name: str) -> nn.LayerNorm:
 
 def add_and_norm(config: ElmerConfig, residual: jax.Array, update: jax.Array,
                  deterministic: bool, name: str) -> jax.Array:
-  update = nn.Dropout(config.dropout_rate)(update, deterministic=deterministic)
+  update = Dropout(config.dropout_rate)(update, deterministic=deterministic)
   return layer_norm(config, name)(residual + update)
