@@ -16,6 +16,7 @@ import torch
 from elmer_jax import decoding
 from elmer_jax.decoding import DecodeConfig
 from elmer_jax.model import exit_decoder, off_ramp
+from elmer_jax.model.attention import MultiHeadAttention
 from tests import hf_reference
 from tests.helpers import SOFT, TINY, compiled_apply, random_tokens, variants
 
@@ -68,7 +69,7 @@ def test_same_tokens_and_exit_layers_as_the_masked_decoder(soft, scan):
   real = dec != config.pad_id
   reference = compiled_apply(config)
   fast = jax.jit(exit_decoder.decode, static_argnums=(0,))
-  spread, stopped = set(), False
+  spread, stopped, gathered = set(), False, False
   for threshold in _thresholds(config, params, enc, dec):
     # A traced threshold, 0 included (no token leaves early): one program.
     ref = reference({"params": params}, enc, dec,
@@ -85,7 +86,8 @@ def test_same_tokens_and_exit_layers_as_the_masked_decoder(soft, scan):
     assert int(out.slot_passes) <= int(out.layers_run) * dec.size
     spread |= set(np.unique(ref_exits[real]).tolist())
     stopped |= int(out.layers_run) < LAYERS
-  assert spread == set(range(LAYERS)) and stopped
+    gathered |= int(out.slot_passes) < int(out.layers_run) * dec.size
+  assert spread == set(range(LAYERS)) and stopped and gathered
 
 
 def test_stops_after_the_last_exit_and_computes_running_tokens_only():
@@ -109,26 +111,67 @@ def test_stops_after_the_last_exit_and_computes_running_tokens_only():
   some = fast(config, params, enc, dec, jnp.float32(threshold))
   assert int(some.slot_passes) < int(some.layers_run) * dec.size
   # Only padding slots never leave: an all-padding decoder row costs nothing.
+  # Capacities follow the batch's running tokens, not its fullest row: with
+  # one real row of 16 slots out of 96, a layer runs 24 slots (per row: 96).
   dec_padded = dec.copy()
   dec_padded[1:] = config.pad_id
   padded = fast(config, params, enc, dec_padded, jnp.float32(threshold))
   assert int(padded.layers_run) == np.asarray(some.exit_layers)[0].max() + 1
+  assert exit_decoder.capacities(dec.size) == [96, 48, 24, 12]
+  assert int(padded.slot_passes) <= int(padded.layers_run) * 24
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_one_pass_exit_test_matches_numpy(dtype):
+@pytest.mark.parametrize("block", [None, 3])
+def test_gathered_queries_attend_to_their_own_rows(block, monkeypatch):
+  """The gathered path's attention (queries from several rows, in blocks of
+  `block`) against MultiHeadAttention over each row, the training path."""
+  config = TINY
+  rng = np.random.default_rng(38)
+  kv = rng.normal(size=(3, 7, config.d_model)).astype(np.float32)
+  key_mask = rng.random((3, 7)) > 0.3
+  key_mask[:, 0] = True
+  grid = rng.normal(size=(3, 5, config.d_model)).astype(np.float32)
+  attention = MultiHeadAttention(config)
+  variables = attention.init(jax.random.key(0), grid, kv,
+                             key_mask[:, None, None, :])
+  every = attention.apply(variables, grid, kv, key_mask[:, None, None, :])
+  rows, positions = np.array([0, 0, 2, 1, 2]), np.array([1, 4, 0, 3, 2])
+  if block:
+    monkeypatch.setattr(exit_decoder, "GATHER_BLOCK",
+                        block * kv.shape[1] * config.d_model)
+  gathered = exit_decoder._GatheredAttention(config).apply(
+      variables, grid[rows, positions], rows, kv, key_mask)
+  np.testing.assert_allclose(gathered, np.asarray(every)[rows, positions],
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,block_rows", [("float32", None),
+                                               ("bfloat16", None),
+                                               ("float32", 4)])
+def test_one_pass_exit_test_matches_numpy(dtype, block_rows, monkeypatch):
   rng = np.random.default_rng(35)
   config = TINY.replace(dtype=dtype)
+  if block_rows:  # 15 rows in blocks of 4: the last block padded.
+    monkeypatch.setattr(off_ramp, "EXIT_TEST_BLOCK",
+                        block_rows * config.vocab_size)
+  bias = rng.normal(size=(config.vocab_size,)).astype(np.float32)
+  bias[[9, 2]] = bias.max() + 1  # A tie: argmax takes the first, 2.
   weights = off_ramp.OffRampWeights(
       rng.normal(size=(config.vocab_size, config.d_model)).astype(np.float32),
-      rng.normal(size=(config.vocab_size,)).astype(np.float32))
+      bias)
   states = rng.normal(size=(3, 5, config.d_model)).astype(np.float32)
-  entropy, argmax = off_ramp.entropy_and_argmax(config, weights, states)
+  states[1, 2] = 0.0  # Its logits are the bias.
+  entropy, argmax = jax.jit(off_ramp.entropy_and_argmax, static_argnums=0)(
+      config, weights, states)
   cast = (lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)
           ) if dtype == "bfloat16" else (lambda x: x.astype(np.float64))
   logits = cast(states) @ cast(weights.embedding).T + weights.bias
   np.testing.assert_allclose(entropy, hf_reference.entropy(logits), rtol=1e-4, atol=1e-4)
   np.testing.assert_array_equal(argmax, logits.argmax(-1))
+  assert argmax[1, 2] == 2
+  _, argmax_only = off_ramp.entropy_and_argmax(config, weights, states,
+                                               with_entropy=False)
+  np.testing.assert_array_equal(argmax_only, argmax)
 
 
 @pytest.mark.integration  # Exports, then decodes in PyTorch and in JAX.

@@ -11,10 +11,11 @@ threshold, or at the last; later layers see its frozen state):
   exited `</s>` has exited, since the caller keeps only those (its output
   is decided; spare slots after the end need not wait for the last layer);
 - a layer computes queries, cross-attention, the feed-forward and the
-  off-ramp only for the tokens still running, gathered per row into the
-  smallest of a few static capacities (all, 1/2, 1/4, 1/8 of the slots) that
-  holds the row with most of them; keys and values come from every token's
-  current or frozen state;
+  off-ramp only for the tokens still running, gathered from the whole batch
+  into the smallest of a few static capacities (all, 1/2, 1/4, 1/8 of the
+  batch's slots) that holds them; keys and values are projected once per row
+  from every token's current or frozen state, and each gathered query reads
+  its own row's;
 - the exit test reads max, sum(e^z) and sum(z e^z) of the off-ramp in one
   pass (entropy and argmax together), and a token's exit token is kept, so
   no off-ramp runs again at the end.
@@ -32,14 +33,17 @@ import jax
 import jax.numpy as jnp
 
 from elmer_jax.model import off_ramp
-from elmer_jax.model.attention import MultiHeadAttention, padding_mask
+from elmer_jax.model.attention import MultiHeadAttention, Projection
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.embeddings import embed_inputs, token_embedder
 from elmer_jax.model.feed_forward import FeedForward
 from elmer_jax.model.normalization import layer_norm
+from elmer_jax.model.row_blocks import map_row_blocks
 
 # Capacities as fractions of the decoder slots, largest first.
 CAPACITY_FRACTIONS = (1, 2, 4, 8)
+# Key and value elements gathered for one block of queries (4 MiB in fp32).
+GATHER_BLOCK = 1 << 20
 
 
 @flax.struct.dataclass
@@ -66,23 +70,66 @@ class _DecoderEmbedding(nn.Module):
                         None, True)
 
 
-class _PendingLayer(nn.Module):
-  """One decoder layer (parameter names of decoder.DecoderLayer) for the
-  gathered running tokens, attending to every token's state."""
+class _GatheredAttention(nn.Module):
+  """MultiHeadAttention (its parameter names and plain math) for queries
+  gathered from several rows: keys and values are projected once per row,
+  then each query attends to the keys of its own row."""
 
   config: ElmerConfig
 
   @nn.compact
-  def __call__(self, running: jax.Array, every: jax.Array,
-               encoded: jax.Array, self_mask: jax.Array,
-               cross_mask: jax.Array) -> jax.Array:
+  def __call__(self, queries: jax.Array, rows: jax.Array, inputs_kv: jax.Array,
+               key_mask: jax.Array) -> jax.Array:
+    """queries (n, embed) of rows `rows` (n,); inputs_kv (batch, keys, embed);
+    key_mask (batch, keys)."""
+    cfg = self.config
+    heads = lambda name: Projection(cfg, ("embed",), ("heads", "kv"),
+                                    (cfg.d_model,),
+                                    (cfg.num_heads, cfg.head_dim), name=name)
+    query = heads("q_proj")(queries)
+    query = query * jnp.asarray(cfg.head_dim**-0.5, query.dtype)
+    key, value = heads("k_proj")(inputs_kv), heads("v_proj")(inputs_kv)
+
+    def attend(query, rows):
+      scores = jnp.einsum("nhd,nkhd->nhk", query, jnp.take(key, rows, axis=0),
+                          preferred_element_type=jnp.float32)
+      scores = jnp.where(jnp.take(key_mask, rows, axis=0)[:, None, :],
+                         scores, jnp.finfo(jnp.float32).min)
+      weights = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
+      return (jnp.einsum("nhk,nkhd->nhd", weights,
+                         jnp.take(value, rows, axis=0)),)
+
+    # Each query's copy of its row's keys and values: bounded per block.
+    context, = map_row_blocks(attend, GATHER_BLOCK // key[0].size, query,
+                              rows)
+    return Projection(cfg, ("heads", "kv"), ("embed",),
+                      (cfg.num_heads, cfg.head_dim), (cfg.d_model,),
+                      name="out_proj")(context)
+
+
+class _PendingLayer(nn.Module):
+  """One decoder layer (parameter names of decoder.DecoderLayer) for running
+  tokens, attending to every token's state: all slots (`rows` None: hidden
+  (batch, length, embed)) or tokens gathered from the batch (hidden (n,
+  embed) of rows `rows`)."""
+
+  config: ElmerConfig
+
+  @nn.compact
+  def __call__(self, running: jax.Array, rows: Optional[jax.Array],
+               every: jax.Array, encoded: jax.Array, self_keys: jax.Array,
+               cross_keys: jax.Array) -> jax.Array:
     cfg = self.config
     norm = lambda name, x: layer_norm(cfg, name)(x)
-    update = MultiHeadAttention(cfg, name="self_attn")(running, every,
-                                                       self_mask)
+    if rows is None:
+      attend = lambda name, x, kv, keys: MultiHeadAttention(cfg, name=name)(
+          x, kv, keys[:, None, None, :])
+    else:
+      attend = lambda name, x, kv, keys: _GatheredAttention(cfg, name=name)(
+          x, rows, kv, keys)
+    update = attend("self_attn", running, every, self_keys)
     hidden = norm("self_attn_layer_norm", running + update)
-    update = MultiHeadAttention(cfg, name="encoder_attn")(hidden, encoded,
-                                                          cross_mask)
+    update = attend("encoder_attn", hidden, encoded, cross_keys)
     hidden = norm("encoder_attn_layer_norm", hidden + update)
     return norm("final_layer_norm", hidden + FeedForward(cfg, name="ffn")(
         hidden))
@@ -96,15 +143,10 @@ def layer_params(config: ElmerConfig, params: Any, index: int) -> Any:
   return decoder[f"layers_{index}"]
 
 
-def capacities(length: int,
+def capacities(slots: int,
                fractions: Sequence[int] = CAPACITY_FRACTIONS) -> list[int]:
-  """Distinct static capacities (slots per row), largest first."""
-  return sorted({max(1, -(-length // f)) for f in fractions}, reverse=True)
-
-
-def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
-  return jnp.take_along_axis(x, index.reshape(index.shape + (1,) *
-                                              (x.ndim - 2)), axis=1)
+  """Distinct static capacities (slots of the batch), largest first."""
+  return sorted({max(1, -(-slots // f)) for f in fractions}, reverse=True)
 
 
 def decided_rows(tokens: jax.Array, done: jax.Array, real: jax.Array,
@@ -140,60 +182,69 @@ def decode(config: ElmerConfig, params: Any, encoder_input_tokens: jax.Array,
   weights = off_ramp.OffRampWeights(params["shared"]["embedding"],
                                     params["final_logits_bias"],
                                     params.get("concat_head"))
-  self_mask = padding_mask(decoder_input_tokens, cfg.pad_id)
-  cross_mask = padding_mask(encoder_input_tokens, cfg.pad_id)
+  self_keys = decoder_input_tokens != cfg.pad_id
+  cross_keys = encoder_input_tokens != cfg.pad_id
   batch, length = decoder_input_tokens.shape
-  sizes = capacities(length, fractions)
-  rows = jnp.arange(batch)[:, None]
+  slots = batch * length
+  sizes = capacities(slots, fractions)
   early = off_ramp.exits_early(exit_threshold)
 
   def run_layer(index: int, capacity: int, state):
+    """Layer `index` on the running tokens in `capacity` gathered slots;
+    the state's arrays are flat over the batch's slots."""
     hidden, tokens, exits, done, passes = state
-    pending = ~done
-    if capacity == length:
-      slot = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    grid = hidden.reshape(batch, length, -1)
+    layer = {"params": layer_params(cfg, params, index)}
+    if capacity == slots:
+      slot, running = None, ~done
+      states = _PendingLayer(cfg).apply(layer, grid, None, grid, encoded,
+                                        self_keys, cross_keys)
+      states = states.reshape(slots, -1)
     else:
-      slot = jnp.argsort(done, axis=1, stable=True)[:, :capacity]
-    running = _gather(pending, slot)
-    states = _PendingLayer(cfg).apply(
-        {"params": layer_params(cfg, params, index)}, _gather(hidden, slot),
-        hidden, encoded, self_mask, cross_mask)
+      slot = jnp.argsort(done, stable=True)[:capacity]
+      running = ~done[slot]
+      states = _PendingLayer(cfg).apply(layer, hidden[slot], slot // length,
+                                        grid, encoded, self_keys, cross_keys)
+    # Writes `new` where `keep` into the slots the layer ran.
+    put = lambda x, new, keep: (jnp.where(keep, new, x) if slot is None else
+                                x.at[slot].set(jnp.where(keep, new, x[slot])))
     last = index == layers - 1
+    passes = passes + capacity
     if not (last or early or cfg.soft_exit):
-      return (hidden.at[rows, slot].set(jnp.where(running[..., None], states,
-                                                  _gather(hidden, slot))),
-              tokens, exits, done, passes + batch * capacity)
-    entropy, argmax = off_ramp.entropy_and_argmax(cfg, weights, states)
+      return (put(hidden, states, running[:, None]), tokens, exits, done,
+              passes)
+    entropy, argmax = off_ramp.entropy_and_argmax(cfg, weights, states,
+                                                  with_entropy=early)
     if early:
       leave = running & (last | off_ramp.confident(entropy, exit_threshold))
     else:
       leave = running & last
     if cfg.soft_exit:
       states = off_ramp.feed_back(cfg, weights, states, argmax)
-    states = jnp.where(running[..., None], states, _gather(hidden, slot))
-    put = lambda x, new: x.at[rows, slot].set(
-        jnp.where(leave, new, _gather(x, slot)))
-    return (hidden.at[rows, slot].set(states), put(tokens, argmax),
-            put(exits, jnp.full_like(slot, index)), put(done, True),
-            passes + batch * capacity)
+    return (put(hidden, states, running[:, None]), put(tokens, argmax, leave),
+            put(exits, jnp.full_like(argmax, index), leave),
+            put(done, True, leave), passes)
 
-  real = decoder_input_tokens != cfg.pad_id
-  state = (hidden, jnp.zeros((batch, length), jnp.int32),
-           jnp.full((batch, length), layers - 1, jnp.int32), ~real,
+  real = self_keys.reshape(slots)
+  state = (hidden.reshape(slots, -1), jnp.zeros((slots,), jnp.int32),
+           jnp.full((slots,), layers - 1, jnp.int32), ~real,
            jnp.zeros((), jnp.int32))
   layers_run = jnp.zeros((), jnp.int32)
   for index in range(layers):
     if eos_id is not None and index > 0:
       hidden, tokens, exits, done, passes = state
-      done |= decided_rows(tokens, done, real, eos_id)[:, None]
+      decided = decided_rows(tokens.reshape(batch, length),
+                             done.reshape(batch, length),
+                             real.reshape(batch, length), eos_id)
+      done |= jnp.repeat(decided, length)
       state = (hidden, tokens, exits, done, passes)
-    most = jnp.max(jnp.sum(~state[3], axis=1))
-    branch = jnp.sum(jnp.asarray(sizes[1:]) >= most)
+    pending = jnp.sum(~state[3])
+    branch = jnp.sum(jnp.asarray(sizes[1:]) >= pending)
     branches = [lambda s, c=c, i=index: run_layer(i, c, s) for c in sizes]
-    state = jax.lax.cond(most > 0, lambda s: jax.lax.switch(branch, branches,
-                                                            s),
-                         lambda s: s, state)
-    layers_run += (most > 0).astype(jnp.int32)
+    state = jax.lax.cond(pending > 0, lambda s: jax.lax.switch(
+        branch, branches, s), lambda s: s, state)
+    layers_run += (pending > 0).astype(jnp.int32)
   _, tokens, exits, _, passes = state
+  tokens, exits = (x.reshape(batch, length) for x in (tokens, exits))
   return ExitDecodeOutput(tokens=tokens, exit_layers=exits,
                           layers_run=layers_run, slot_passes=passes)
