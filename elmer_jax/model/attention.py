@@ -94,8 +94,8 @@ def fused_project(config: ElmerConfig, inputs: jax.Array,
   return jnp.split(out, len(projections), axis=-2)
 
 
-def _plain_attention(cfg: ElmerConfig, query, key, value, mask,
-                     dropout: nn.Module) -> jax.Array:
+def plain_attention(cfg: ElmerConfig, query, key, value, mask,
+                    dropout: nn.Module) -> jax.Array:
   query = query * jnp.asarray(cfg.head_dim**-0.5, query.dtype)
   scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
                       preferred_element_type=jnp.float32)
@@ -137,7 +137,7 @@ class MultiHeadAttention(nn.Module):
                          for x in (query, key, value))
     dropout = Dropout(cfg.attention_dropout_rate)
     if cfg.attention_impl == "plain":
-      context = _plain_attention(
+      context = plain_attention(
           cfg, query, key, value, mask,
           lambda w: dropout(w, deterministic=self.deterministic))
     else:

@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from elmer_jax.model import off_ramp
-from elmer_jax.model.attention import MultiHeadAttention, Projection
+from elmer_jax.model.attention import (MultiHeadAttention, Projection,
+                                      plain_attention)
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.embeddings import embed_inputs, token_embedder
 from elmer_jax.model.feed_forward import FeedForward
@@ -87,17 +88,13 @@ class _GatheredAttention(nn.Module):
                                     (cfg.d_model,),
                                     (cfg.num_heads, cfg.head_dim), name=name)
     query = heads("q_proj")(queries)
-    query = query * jnp.asarray(cfg.head_dim**-0.5, query.dtype)
     key, value = heads("k_proj")(inputs_kv), heads("v_proj")(inputs_kv)
 
-    def attend(query, rows):
-      scores = jnp.einsum("nhd,nkhd->nhk", query, jnp.take(key, rows, axis=0),
-                          preferred_element_type=jnp.float32)
-      scores = jnp.where(jnp.take(key_mask, rows, axis=0)[:, None, :],
-                         scores, jnp.finfo(jnp.float32).min)
-      weights = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-      return (jnp.einsum("nhk,nkhd->nhd", weights,
-                         jnp.take(value, rows, axis=0)),)
+    def attend(query, rows):  # Each query as a row of one query.
+      take = lambda x: jnp.take(x, rows, axis=0)
+      return (plain_attention(cfg, query[:, None], take(key), take(value),
+                               take(key_mask)[:, None, None, :],
+                               lambda w: w)[:, 0],)
 
     # Each query's copy of its row's keys and values: bounded per block.
     context, = map_row_blocks(attend, GATHER_BLOCK // key[0].size, query,
