@@ -145,15 +145,22 @@ def test_gathered_queries_attend_to_their_own_rows(block, monkeypatch):
                              rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype,block_rows", [("float32", None),
-                                               ("bfloat16", None),
-                                               ("float32", 4)])
-def test_one_pass_exit_test_matches_numpy(dtype, block_rows, monkeypatch):
+@pytest.mark.parametrize("dtype,blocks", [("float32", None),
+                                           ("bfloat16", None),
+                                           ("float32", "rows"),
+                                           ("float32", "chunks")])
+def test_one_pass_exit_test_matches_numpy(dtype, blocks, monkeypatch):
   rng = np.random.default_rng(35)
   config = TINY.replace(dtype=dtype)
-  if block_rows:  # 15 rows in blocks of 4: the last block padded.
-    monkeypatch.setattr(off_ramp, "EXIT_TEST_BLOCK",
-                        block_rows * config.vocab_size)
+  if blocks == "rows":  # 15 rows in blocks of 4: the last block padded.
+    monkeypatch.setattr(off_ramp, "EXIT_TEST_BLOCK", 4 * config.vocab_size)
+  if blocks == "chunks":  # As for a table out of cache: blocks of 4 rows,
+    # the vocabulary in chunks of 5 columns and a narrower last one, so the
+    # tie below (2 and 9) spans two chunks.
+    assert config.vocab_size % 5
+    monkeypatch.setattr(off_ramp, "EXIT_TEST_CACHED_TABLE", 0)
+    monkeypatch.setattr(off_ramp, "EXIT_TEST_MIN_COLUMNS", 5)
+    monkeypatch.setattr(off_ramp, "EXIT_TEST_BLOCK", 20)
   bias = rng.normal(size=(config.vocab_size,)).astype(np.float32)
   bias[[9, 2]] = bias.max() + 1  # A tie: argmax takes the first, 2.
   weights = off_ramp.OffRampWeights(

@@ -63,6 +63,14 @@ def entropy(logits_: jax.Array) -> jax.Array:
 # Logits per block of the exit test (2 MiB in fp32): a block's logits and
 # the exponentials derived from them stay in a core's L2 cache.
 EXIT_TEST_BLOCK = 1 << 19
+# A table of at most this many elements stays in cache between blocks, so
+# blocks are rows over the whole vocabulary. A larger one is read once per
+# block of rows: rows then come in blocks as tall as chunks of
+# `EXIT_TEST_MIN_COLUMNS` allow and the vocabulary in chunks as wide as the
+# rows leave room for, merged as they come (at ELMER-base, a 154 MB table,
+# blocks of 10 full rows read it 7 times for 64 slots, 205 for 2,048).
+EXIT_TEST_CACHED_TABLE = 1 << 22
+EXIT_TEST_MIN_COLUMNS = 256
 
 
 def _first_max(z: jax.Array, top: jax.Array) -> jax.Array:
@@ -74,22 +82,62 @@ def _first_max(z: jax.Array, top: jax.Array) -> jax.Array:
   return jnp.minimum(index, vocab - 1)  # NaN logits match no maximum.
 
 
-def _exit_test_block(config: ElmerConfig, weights: OffRampWeights,
-                     states: jax.Array, with_entropy: bool
-                     ) -> tuple[jax.Array, jax.Array]:
+def _chunk_test(config: ElmerConfig, weights: OffRampWeights,
+                states: jax.Array, start: jax.Array, width: int,
+                with_entropy: bool) -> tuple[jax.Array, ...]:
+  """(max m, first argmax[, s = sum e^(z-m), t = sum (z-m) e^(z-m)]) of the
+  logits of vocabulary columns [start, start + width)."""
   dtype = config.compute_dtype
-  z = jnp.dot(states.astype(dtype), weights.embedding.astype(dtype).T,
-              preferred_element_type=jnp.float32) + weights.bias
+  table = jax.lax.dynamic_slice_in_dim(weights.embedding, start, width)
+  bias = jax.lax.dynamic_slice_in_dim(weights.bias, start, width)
+  z = jnp.dot(states.astype(dtype), table.astype(dtype).T,
+              preferred_element_type=jnp.float32) + bias
   top = jnp.max(z, axis=-1, keepdims=True)
-  argmax = _first_max(z, top)
+  argmax = _first_max(z, top) + start
   if not with_entropy:
-    return jnp.zeros(argmax.shape, jnp.float32), argmax
+    return top[:, 0], argmax
   shifted = z - top
   exp = jnp.exp(shifted)
   # The two sums as one matrix-vector product: XLA:CPU runs it faster than
   # two row reductions, which each materialise their input.
-  ones = jnp.ones((z.shape[-1],), jnp.float32)
+  ones = jnp.ones((width,), jnp.float32)
   total, weighted = jnp.dot(jnp.stack([exp, shifted * exp]), ones)
+  return top[:, 0], argmax, total, weighted
+
+
+def _merge(first: tuple[jax.Array, ...], second: tuple[jax.Array, ...]
+           ) -> tuple[jax.Array, ...]:
+  """The statistics of two column chunks, `second`'s columns after
+  `first`'s: s and t rescaled to the common maximum (ties keep the first)."""
+  top = jnp.maximum(first[0], second[0])
+  argmax = jnp.where(second[0] > first[0], second[1], first[1])
+  if len(first) == 2:
+    return top, argmax
+  merged = [jnp.zeros_like(top), jnp.zeros_like(top)]
+  for m, _, s, t in (first, second):
+    scale = jnp.exp(m - top)
+    merged[0] += scale * s
+    merged[1] += scale * (t + (m - top) * s)
+  return top, argmax, *merged
+
+
+def _exit_test_rows(config: ElmerConfig, weights: OffRampWeights,
+                    states: jax.Array, width: int, with_entropy: bool
+                    ) -> tuple[jax.Array, jax.Array]:
+  vocab = weights.embedding.shape[0]
+  chunk = lambda start, w: _chunk_test(config, weights, states, start, w,
+                                       with_entropy)
+  full = vocab // width
+  stats = chunk(jnp.int32(0), width)
+  if full > 1:
+    stats, _ = jax.lax.scan(
+        lambda acc, start: (_merge(acc, chunk(start, width)), None), stats,
+        jnp.arange(1, full, dtype=jnp.int32) * width)
+  if vocab > full * width:
+    stats = _merge(stats, chunk(jnp.int32(full * width), vocab - full * width))
+  if not with_entropy:
+    return jnp.zeros(stats[1].shape, jnp.float32), stats[1]
+  _, argmax, total, weighted = stats
   return jnp.log(total) - weighted / total, argmax
 
 
@@ -98,14 +146,19 @@ def entropy_and_argmax(config: ElmerConfig, weights: OffRampWeights,
                        ) -> tuple[jax.Array, jax.Array]:
   """The exit test of (..., embed) states in one pass over the vocabulary:
   the off-ramp in the compute dtype with fp32 accumulation, then max m,
-  s = sum(e^(z-m)), t = sum((z-m) e^(z-m)): entropy = log s - t / s; rows in
-  blocks of `EXIT_TEST_BLOCK` logits. Returns (entropy in nats, or zeros
-  without `with_entropy`; argmax token, the first of ties)."""
+  s = sum(e^(z-m)), t = sum((z-m) e^(z-m)): entropy = log s - t / s; in
+  blocks of at most `EXIT_TEST_BLOCK` logits. Returns (entropy in nats, or
+  zeros without `with_entropy`; argmax token, the first of ties)."""
   shape, embed = states.shape[:-1], states.shape[-1]
+  rows, vocab = states.size // embed, weights.embedding.shape[0]
+  if vocab * embed <= EXIT_TEST_CACHED_TABLE:
+    block_rows, width = max(1, EXIT_TEST_BLOCK // vocab), vocab
+  else:
+    block_rows = EXIT_TEST_BLOCK // EXIT_TEST_MIN_COLUMNS
+    width = min(vocab, EXIT_TEST_BLOCK // min(rows, block_rows))
   entropy_, argmax = map_row_blocks(
-      lambda x: _exit_test_block(config, weights, x, with_entropy),
-      EXIT_TEST_BLOCK // weights.embedding.shape[0],
-      states.reshape(-1, embed))
+      lambda x: _exit_test_rows(config, weights, x, width, with_entropy),
+      block_rows, states.reshape(-1, embed))
   return entropy_.reshape(shape), argmax.reshape(shape)
 
 
