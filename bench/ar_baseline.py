@@ -38,7 +38,8 @@ def bart_config(config: ElmerConfig) -> transformers.BartConfig:
 
 def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
                      target_tokens: int, repeats: int, *,
-                     threads: int | None = None, seed: int = 0) -> dict:
+                     threads: int | None = None, seed: int = 0,
+                     dtype: str = "float32") -> dict:
   """Median seconds per batch of greedy `generate` with a KV cache, on CPU."""
   if source_length > config.max_positions:
     raise ValueError(f"source_length={source_length} exceeds the model's "
@@ -49,7 +50,8 @@ def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
   if threads:
     torch.set_num_threads(threads)
   torch.manual_seed(seed)
-  model = transformers.BartForConditionalGeneration(bart_config(config)).eval()
+  model = transformers.BartForConditionalGeneration(bart_config(config)).to(
+      getattr(torch, dtype)).eval()
   rng = np.random.default_rng(seed)
   # Ordinary tokens only: ids below 4 are <s>, <pad>, </s>, <unk> in presets.
   input_ids = torch.as_tensor(
@@ -80,6 +82,7 @@ def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
       "threads": torch.get_num_threads(),
       "torch": torch.__version__,
       "transformers": transformers.__version__,
+      "dtype": str(next(model.parameters()).dtype),
       "attn_implementation": model.config._attn_implementation,  # pylint: disable=protected-access
       "params": sum(p.numel() for p in model.parameters()),
       "batch": batch,

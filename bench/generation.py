@@ -5,8 +5,8 @@ Speed (random weights: speed does not depend on them): the latency of one
 jit-compiled NAR decode of `target_tokens` slots (encoder included) against
 `transformers` greedy `generate` of a same-sized BART producing exactly
 `target_tokens` tokens with a KV cache (encoder included), on the same CPU
-with the same thread count, at each batch size and source length;
-`speedup` = AR / NAR.
+with the same thread count and dtype (`--dtype`), at each batch size and
+source length; `speedup` = AR / NAR.
 
 Early exit (with `--model_dir`, fine-tuned runs): for each batch size and
 entropy threshold, the average exit layer, the decoder layers the batches ran
@@ -43,6 +43,10 @@ _TARGET = flags.DEFINE_integer("target_tokens", 64, "Decoder tokens.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls after a warm-up.")
 _THREADS = flags.DEFINE_integer("threads", 1, "CPU threads for both sides.")
 _SKIP_AR = flags.DEFINE_bool("skip_ar", False, "Time only ELMER.")
+_DTYPE = flags.DEFINE_enum(
+    "dtype", "float32", ["float32", "bfloat16"], "Compute and weight dtype "
+    "of both sides in the speed test (bfloat16: weights held in bf16, as a "
+    "serving copy would be; runs on AMX / AVX512-BF16 CPUs' bf16 units).")
 _MODEL_DIRS = flags.DEFINE_multi_string(
     "model_dir", [], "Fine-tuned runs for the early-exit curve; none: speed "
     "only.")
@@ -83,19 +87,21 @@ def _nar_latency(config, batch: int, source_length: int) -> dict:
 def _speed(gin_file: str) -> None:
   from elmer_jax import gin_utils
   gin_utils.parse([gin_file])
-  config = gin_utils.macro("MODEL_CONFIG")
+  config = gin_utils.macro("MODEL_CONFIG").replace(dtype=_DTYPE.value,
+                                                   param_dtype=_DTYPE.value)
   for source_length in map(int, _SOURCE_LENS.value):
     for batch in map(int, _BATCHES.value):
       nar = _nar_latency(config, batch, source_length)
       result = {"bench": "generation_speed", "model": gin_file,
                 "batch": batch, "source_length": source_length,
                 "target_tokens": _TARGET.value, "threads": _THREADS.value,
+                "dtype": _DTYPE.value,
                 "load_average": os.getloadavg()[0], "nar": nar}
       if not _SKIP_AR.value:
         import ar_baseline
         ar = ar_baseline.time_bart_greedy(
             config, batch, source_length, _TARGET.value, _REPEATS.value,
-            threads=_THREADS.value)
+            threads=_THREADS.value, dtype=_DTYPE.value)
         result.update(ar=ar,
                       speedup=round(ar["median_s"] / nar["median_s"], 2))
       print(json.dumps(result), flush=True)

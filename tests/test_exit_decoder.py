@@ -159,6 +159,7 @@ def test_one_pass_exit_test_matches_numpy(dtype, blocks, monkeypatch):
     # tie below (2 and 9) spans two chunks.
     assert config.vocab_size % 5
     monkeypatch.setattr(off_ramp, "EXIT_TEST_CACHED_TABLE", 0)
+    monkeypatch.setattr(off_ramp, "EXIT_TEST_WHOLE_VOCABULARY", 0)
     monkeypatch.setattr(off_ramp, "EXIT_TEST_MIN_COLUMNS", 5)
     monkeypatch.setattr(off_ramp, "EXIT_TEST_BLOCK", 20)
   bias = rng.normal(size=(config.vocab_size,)).astype(np.float32)

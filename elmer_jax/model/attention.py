@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from elmer_jax.model import initializers
+from elmer_jax.model import initializers, matmul
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.dropout import Dropout
 
@@ -78,8 +78,8 @@ def project(config: ElmerConfig, inputs: jax.Array, kernel: jax.Array,
   with the first `n_in` of `kernel`, in the compute dtype."""
   dtype = config.compute_dtype
   contract = tuple(range(inputs.ndim - n_in, inputs.ndim))
-  out = jax.lax.dot_general(inputs.astype(dtype), kernel.astype(dtype),
-                            ((contract, tuple(range(n_in))), ((), ())))
+  out = matmul.dot_general(inputs.astype(dtype), kernel.astype(dtype),
+                           ((contract, tuple(range(n_in))), ((), ())))
   return out + bias.astype(dtype)
 
 
@@ -101,7 +101,7 @@ def plain_attention(cfg: ElmerConfig, query, key, value, mask,
                       preferred_element_type=jnp.float32)
   scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", dropout(weights), value)
+  return matmul.einsum("bhqk,bkhd->bqhd", dropout(weights), value)
 
 
 class MultiHeadAttention(nn.Module):

@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax
 
-from elmer_jax.model import initializers
+from elmer_jax.model import initializers, matmul
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.dropout import Dropout
 
@@ -17,6 +17,7 @@ class FeedForward(nn.Module):
     cfg = self.config
     hidden = nn.Dense(
         cfg.d_ff, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+        dot_general=matmul.dot_general,
         kernel_init=initializers.normal(cfg.init_std, ("embed", "mlp")),
         bias_init=initializers.zeros(("mlp",)), name="fc1")(inputs)
     # BART's "gelu" is the exact (erf) form, not the tanh approximation.
@@ -26,5 +27,6 @@ class FeedForward(nn.Module):
         hidden, deterministic=self.deterministic)
     return nn.Dense(
         cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+        dot_general=matmul.dot_general,
         kernel_init=initializers.normal(cfg.init_std, ("mlp", "embed")),
         bias_init=initializers.zeros(("embed",)), name="fc2")(hidden)

@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from elmer_jax.model import matmul
 from elmer_jax.model.config import ElmerConfig
 from elmer_jax.model.row_blocks import map_row_blocks
 
@@ -49,7 +50,8 @@ def logits(config: ElmerConfig, weights: OffRampWeights,
            states: jax.Array) -> jax.Array:
   """The tied LM head: fp32 logits of (batch, length, embed) states."""
   dtype = config.compute_dtype
-  out = jnp.dot(states.astype(dtype), weights.embedding.astype(dtype).T)
+  out = matmul.dot_transposed(states.astype(dtype),
+                              weights.embedding.astype(dtype))
   out = out.astype(jnp.float32) + weights.bias
   return nn.with_logical_constraint(out, ("batch", "length", "vocab"))
 
@@ -71,6 +73,11 @@ EXIT_TEST_BLOCK = 1 << 19
 # blocks of 10 full rows read it 7 times for 64 slots, 205 for 2,048).
 EXIT_TEST_CACHED_TABLE = 1 << 22
 EXIT_TEST_MIN_COLUMNS = 256
+# Up to this many logits the rows of a large table take the whole vocabulary
+# in one product: a chunk is a copy of part of the table (XLA:CPU does not
+# read a slice in place), which for a batch of one output costs more than the
+# cache misses it saves.
+EXIT_TEST_WHOLE_VOCABULARY = 1 << 22
 
 
 def _first_max(z: jax.Array, top: jax.Array) -> jax.Array:
@@ -90,8 +97,8 @@ def _chunk_test(config: ElmerConfig, weights: OffRampWeights,
   dtype = config.compute_dtype
   table = jax.lax.dynamic_slice_in_dim(weights.embedding, start, width)
   bias = jax.lax.dynamic_slice_in_dim(weights.bias, start, width)
-  z = jnp.dot(states.astype(dtype), table.astype(dtype).T,
-              preferred_element_type=jnp.float32) + bias
+  z = matmul.dot_transposed(states.astype(dtype), table.astype(dtype),
+                            preferred_element_type=jnp.float32) + bias
   top = jnp.max(z, axis=-1, keepdims=True)
   argmax = _first_max(z, top) + start
   if not with_entropy:
@@ -155,7 +162,8 @@ def entropy_and_argmax(config: ElmerConfig, weights: OffRampWeights,
     block_rows, width = max(1, EXIT_TEST_BLOCK // vocab), vocab
   else:
     block_rows = EXIT_TEST_BLOCK // EXIT_TEST_MIN_COLUMNS
-    width = min(vocab, EXIT_TEST_BLOCK // min(rows, block_rows))
+    width = (vocab if rows * vocab <= EXIT_TEST_WHOLE_VOCABULARY else
+             min(vocab, EXIT_TEST_BLOCK // min(rows, block_rows)))
   entropy_, argmax = map_row_blocks(
       lambda x: _exit_test_rows(config, weights, x, width, with_entropy),
       block_rows, states.reshape(-1, embed))
@@ -205,4 +213,4 @@ def feed_back(config: ElmerConfig, weights: OffRampWeights, states: jax.Array,
   # Gather in the table's dtype, as embeddings.lookup does (fp32 scatter).
   embedded = jnp.take(weights.embedding, tokens, axis=0).astype(dtype)
   both = jnp.concatenate([states.astype(dtype), embedded], axis=-1)
-  return jnp.dot(both, weights.concat_head.astype(dtype))
+  return matmul.dot(both, weights.concat_head.astype(dtype))
