@@ -20,8 +20,9 @@ per batch size, the fastest threshold within `--max_rouge_drop` of threshold
   python bench/generation.py --gin_file= --model_dir=RUN_A --model_dir=RUN_B \
       --thresholds=0,0.5,1,2,4 --plot=bench/figures/threshold_curve.png
 
-Threads: run with `--threads=N` so both sides use N CPU threads (JAX's XLA
-CPU flags are set before JAX starts).
+Threads: `--threads=N` pins the process to N cores before JAX and torch
+start, and gives torch N threads: XLA:CPU's flags alone do not hold its
+matrix products (YNNPACK's own thread pool) to one core.
 """
 
 import json
@@ -95,7 +96,7 @@ def _speed(gin_file: str) -> None:
       result = {"bench": "generation_speed", "model": gin_file,
                 "batch": batch, "source_length": source_length,
                 "target_tokens": _TARGET.value, "threads": _THREADS.value,
-                "dtype": _DTYPE.value,
+                "cores": sorted(os.sched_getaffinity(0)), "dtype": _DTYPE.value,
                 "load_average": os.getloadavg()[0], "nar": nar}
       if not _SKIP_AR.value:
         import ar_baseline
@@ -238,6 +239,11 @@ def main(argv):
 if __name__ == "__main__":
   threads = next((a.split("=", 1)[1] for a in sys.argv
                   if a.startswith("--threads=")), "1")
+  cores = sorted(os.sched_getaffinity(0))
+  if int(threads) > len(cores):
+    sys.exit(f"--threads={threads}: this process may use {len(cores)} "
+             "cores.")
+  os.sched_setaffinity(0, cores[:int(threads)])
   os.environ["XLA_FLAGS"] = (
       os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
       f"{'true' if threads != '1' else 'false'} "

@@ -118,7 +118,7 @@ def _merge(first: tuple[jax.Array, ...], second: tuple[jax.Array, ...]
   `first`'s: s and t rescaled to the common maximum (ties keep the first)."""
   top = jnp.maximum(first[0], second[0])
   argmax = jnp.where(second[0] > first[0], second[1], first[1])
-  if len(first) == 2:
+  if len(first) == 2:  # Argmax only.
     return top, argmax
   merged = [jnp.zeros_like(top), jnp.zeros_like(top)]
   for m, _, s, t in (first, second):
