@@ -96,7 +96,8 @@ def _speed(gin_file: str) -> None:
       result = {"bench": "generation_speed", "model": gin_file,
                 "batch": batch, "source_length": source_length,
                 "target_tokens": _TARGET.value, "threads": _THREADS.value,
-                "cores": sorted(os.sched_getaffinity(0)), "dtype": _DTYPE.value,
+                "cores": sorted(os.sched_getaffinity(0)),
+                "dtype": _DTYPE.value,
                 "load_average": os.getloadavg()[0], "nar": nar}
       if not _SKIP_AR.value:
         import ar_baseline

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 
-def _rounds_fp32(dtype: Any) -> bool:
+def _wants_fp32_result(dtype: Any) -> bool:
   dtype = jnp.dtype(dtype)
   return (jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4
           and jax.default_backend() == "cpu")
@@ -25,7 +25,7 @@ def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any,
                 preferred_element_type: Optional[Any] = None) -> jax.Array:
   """`jax.lax.dot_general` (the signature flax's `dot_general=` takes)."""
   out = jnp.result_type(lhs, rhs)
-  if preferred_element_type is None and _rounds_fp32(out):
+  if preferred_element_type is None and _wants_fp32_result(out):
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
                                preferred_element_type=jnp.float32).astype(out)
   return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
@@ -35,7 +35,7 @@ def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any,
 def einsum(spec: str, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
   """`jnp.einsum` of two operands, its result in their dtype."""
   out = jnp.result_type(lhs, rhs)
-  if _rounds_fp32(out):
+  if _wants_fp32_result(out):
     return jnp.einsum(spec, lhs, rhs,
                       preferred_element_type=jnp.float32).astype(out)
   return jnp.einsum(spec, lhs, rhs)
