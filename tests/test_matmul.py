@@ -27,27 +27,30 @@ def _operands(rhs_shape, dtype):
           jnp.asarray(rng.normal(size=rhs_shape), dtype))
 
 
+def _product_and_exact(name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+  """The product of random operands in `dtype`, and the exact (float64)
+  product of the same operands."""
+  product, reference, rhs_shape = PRODUCTS[name]
+  a, b = _operands(rhs_shape, dtype)
+  got = jax.jit(product)(a, b)
+  assert got.dtype == dtype
+  exact = reference(np.asarray(a, np.float64), np.asarray(b, np.float64))
+  return np.asarray(got, np.float64), exact
+
+
 @pytest.mark.parametrize("name", sorted(PRODUCTS))
 def test_bf16_product_is_the_exact_product_rounded_once(name):
-  product, reference, rhs_shape = PRODUCTS[name]
-  a, b = _operands(rhs_shape, jnp.bfloat16)
-  got = jax.jit(product)(a, b)
-  assert got.dtype == jnp.bfloat16
-  exact = reference(np.asarray(a, np.float64), np.asarray(b, np.float64))
+  got, exact = _product_and_exact(name, jnp.bfloat16)
   # Within half a bf16 ulp of the exact product, plus fp32 summation error.
   ulp = 2.0 ** (np.floor(np.log2(np.abs(exact))) - 7)
-  assert np.all(np.abs(np.asarray(got, np.float64) - exact)
+  assert np.all(np.abs(got - exact)
                 <= 0.5 * ulp + 1e-5 * np.abs(exact) + 1e-30)
 
 
 @pytest.mark.parametrize("name", sorted(PRODUCTS))
 def test_fp32_product_is_plain_xla(name):
-  product, reference, rhs_shape = PRODUCTS[name]
-  a, b = _operands(rhs_shape, jnp.float32)
-  got = jax.jit(product)(a, b)
-  assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, reference(np.asarray(a), np.asarray(b)),
-                             rtol=1e-5, atol=1e-5)
+  got, exact = _product_and_exact(name, jnp.float32)
+  np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(PRODUCTS))
