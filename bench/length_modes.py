@@ -1,7 +1,7 @@
 """Max-length decoding against oracle lengths, with and without spare slots.
 
 Fine-tunes the tiny ELMER from scratch (experiments/finetune_sample_tiny.gin,
-lengths 32) on one task with one spare-slot setting, then decodes the
+lengths 32; --gin_file picks another recipe) on one task with one spare-slot setting, then decodes the
 validation split two ways: `max_length` with `generate`'s default slots (the
 run's decoder_length), cut at the first `</s>`, and `oracle` (reference
 lengths). Prints one JSON line: ROUGE-L of both, the gap, and the share of
@@ -13,7 +13,10 @@ outputs whose token count (and word count) is within ±1 of the reference's.
 Tasks: `denoise` (sample_sentence_denoise_elmer), `title`
 (sample_title_elmer), `pairs` (a sentence of the bundled sample → its first
 three words, written as JSONL pairs under --work_dir; articles held out as
-sample_wiki_elmer holds them out are the validation split).
+sample_wiki_elmer holds them out are the validation split). The title
+task holds out 5 articles; `--task=title --folds=4` cross-validates it over
+all 96 instead (four runs, each holding out a quarter), and prints each
+fold's line and their pooled figures.
 """
 
 import json
@@ -38,6 +41,14 @@ _LABELS = flags.DEFINE_string("spare_labels", "ignore",
                               "TrainConfig.spare_labels.")
 _STEPS = flags.DEFINE_integer("steps", 300, "Fine-tuning steps.")
 _WORK = flags.DEFINE_string("work_dir", "/tmp/length_modes", "Runs go here.")
+_GIN_FILE = flags.DEFINE_string(
+    "gin_file", "experiments/finetune_sample_tiny.gin", "The fine-tuning "
+    "recipe (experiments/finetune_sample_small.gin: the 6-layer model).")
+_INIT = flags.DEFINE_string("init_checkpoint", None, "Fine-tune from this "
+                            "checkpoint's parameters (e.g. a `make demo` "
+                            "step directory) instead of from scratch.")
+_FOLDS = flags.DEFINE_integer("folds", 0, "--task=title only: cross-validate "
+                              "over this many splits of the 96 articles.")
 _EVAL_STEP = flags.DEFINE_integer("eval_step", None, "Only decode this "
                                   "checkpoint of the run (no training).")
 
@@ -82,11 +93,32 @@ def word_share(predictions) -> float:
   return float(np.mean(close))
 
 
-def main(argv):
-  del argv
-  task = TASKS[_TASK.value]
-  name = f"{_TASK.value}.{_SPARE.value}.{_LABELS.value}.{_STEPS.value}"
-  model_dir = os.path.join(_WORK.value, name)
+def write_title_folds(directory: str, folds: int) -> list[dict[str, str]]:
+  """JSONL pairs as sample_title_elmer makes them (an article's first
+  paragraph → its title), in `folds` cross-validation splits: fold k holds
+  out the articles whose line index is k modulo `folds`."""
+  with open(tasks.pretraining.SAMPLE_JSONL) as f:
+    articles = [json.loads(line) for line in f]
+  splits = []
+  for fold in range(folds):
+    files = {}
+    for split in ("train", "validation"):
+      path = os.path.join(directory, f"title_fold{fold}of{folds}",
+                          f"{split}.jsonl")
+      files[split] = path
+      tf.io.gfile.makedirs(os.path.dirname(path))
+      with open(path, "w") as f:
+        for index, article in enumerate(articles):
+          if (index % folds == fold) == (split == "validation"):
+            f.write(json.dumps({"source": article["text"].split("\n")[0],
+                                "target": article["title"]}) + "\n")
+    splits.append(files)
+  return splits
+
+
+def run(task: str, model_dir: str, bindings: list[str]) -> dict:
+  """Fine-tunes (unless --eval_step) and decodes one task's validation split
+  both ways; the result's figures as the module docstring says."""
   tf.io.gfile.makedirs(model_dir)
   bindings = [f"MIXTURE_OR_TASK_NAME='{task}'",
               f"loop.TrainConfig.spare_slots='{_SPARE.value}'",
@@ -94,15 +126,10 @@ def main(argv):
               f"loop.TrainConfig.steps={_STEPS.value}",
               f"optimizer.OptimizerConfig.total_steps={_STEPS.value}",
               f"loop.TrainConfig.checkpoint_every={_STEPS.value // 3}",
-              f"evaluation.EvalConfig.every={_STEPS.value // 3}"]
-  if _TASK.value == "title":  # Fewer held-out articles than one batch.
-    bindings += ["evaluation.EvalConfig.every=0",
-                 "loop.TrainConfig.keep_best_checkpoints=0"]
-  if _TASK.value == "pairs":
-    files = write_first_three_words(_WORK.value)
-    tasks.finetuning.register_pairs_task(
-        task, [files["train"]], [files["validation"]], file_format="jsonl")
-  gin_utils.parse(["experiments/finetune_sample_tiny.gin"], bindings)
+              f"evaluation.EvalConfig.every={_STEPS.value // 3}",
+              *([f"INIT_CHECKPOINT='{_INIT.value}'"]
+                if _INIT.value else []), *bindings]
+  gin_utils.parse([_GIN_FILE.value], bindings)
   model_config = gin_utils.macro("MODEL_CONFIG")
   train_config = gin_utils.macro("TRAIN_CONFIG")
   with open(os.path.join(model_dir, "config.gin"), "w") as f:
@@ -116,7 +143,8 @@ def main(argv):
   slots = train_config.decoder_length
   examples = generation_eval.read_examples(
       task, "validation", train_config.encoder_length, slots)
-  result = {"task": task, "spare_slots": _SPARE.value,
+  result = {"task": task, "recipe": _recipe(),
+            "init_checkpoint": _INIT.value, "spare_slots": _SPARE.value,
             "spare_labels": _LABELS.value, "steps": _STEPS.value,
             "slots": slots, "examples": len(examples),
             "train_s": round(train_s, 1),
@@ -136,7 +164,59 @@ def main(argv):
                                       predictions[:3]]
   result["gap"] = round(result["oracle/rougeL"] - result["max_length/rougeL"],
                         2)
-  print(json.dumps(result))
+  return result
+
+
+def pooled(results: list[dict]) -> dict:
+  """The folds' figures over all their validation examples (each fold's
+  means weighted by its examples)."""
+  total = sum(r["examples"] for r in results)
+  keys = [k for k in results[0] if k.startswith(("max_length/", "oracle/"))
+          and not k.endswith("samples")]
+  out = {"folds": len(results), "examples": total}
+  for key in keys:
+    out[key] = round(sum(r[key] * r["examples"] for r in results) / total, 3)
+  out["gap"] = round(out["oracle/rougeL"] - out["max_length/rougeL"], 2)
+  return out
+
+
+def _recipe() -> str:
+  return os.path.basename(_GIN_FILE.value).removesuffix(".gin")
+
+
+def main(argv):
+  del argv
+  name = ".".join([_TASK.value, _SPARE.value, _LABELS.value, str(_STEPS.value),
+                   *([] if _recipe() == "finetune_sample_tiny"
+                     else [_recipe()]),
+                   *(["pretrained"] if _INIT.value else [])])
+  model_dir = os.path.join(_WORK.value, name)
+  if _FOLDS.value:
+    if _TASK.value != "title":
+      raise app.UsageError("--folds: only --task=title (the pairs and "
+                           "denoise tasks hold out hundreds of examples).")
+    results = []
+    for fold, files in enumerate(write_title_folds(_WORK.value,
+                                                   _FOLDS.value)):
+      task = f"title_fold{fold}of{_FOLDS.value}_elmer"
+      tasks.finetuning.register_pairs_task(
+          task, [files["train"]], [files["validation"]], file_format="jsonl")
+      results.append(run(task, f"{model_dir}.fold{fold}of{_FOLDS.value}", []))
+      print(json.dumps(results[-1]), flush=True)
+    print(json.dumps({"task": "sample_title_elmer, cross-validated",
+                      "recipe": _recipe(), "init_checkpoint": _INIT.value,
+                      "spare_slots": _SPARE.value, "steps": _STEPS.value,
+                      **pooled(results)}))
+    return
+  task, bindings = TASKS[_TASK.value], []
+  if _TASK.value == "title":  # Fewer held-out articles than one batch.
+    bindings = ["evaluation.EvalConfig.every=0",
+                "loop.TrainConfig.keep_best_checkpoints=0"]
+  if _TASK.value == "pairs":
+    files = write_first_three_words(_WORK.value)
+    tasks.finetuning.register_pairs_task(
+        task, [files["train"]], [files["validation"]], file_format="jsonl")
+  print(json.dumps(run(task, model_dir, bindings)))
 
 
 if __name__ == "__main__":

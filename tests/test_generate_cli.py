@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
-from elmer_jax import gin_utils
+from elmer_jax import gin_utils, trained_model
 from elmer_jax.model.params import init_params
 from elmer_jax.training import evaluation, loop
 from tests.helpers import third_party_noise
@@ -274,3 +274,34 @@ def test_exported_model_generates_the_cli_texts(finetuned, tmp_path):
   outputs = [line.split("  -> ", 1)[1] for line in printed.stdout.splitlines()
              if line.startswith("  -> ")]
   assert outputs == cli_texts
+
+
+@pytest.mark.integration
+def test_generate_decodes_in_bf16_with_the_readme_bindings(finetuned,
+                                                           tmp_path):
+  """The README's bf16 bindings restore the parameters in bf16 and decode
+  with them; the outputs stay those of fp32 decoding but for near ties."""
+  bf16 = ["--gin.config.ElmerConfig.dtype='bfloat16'",
+          "--gin.config.ElmerConfig.param_dtype='bfloat16'"]
+  texts = tmp_path / "in.txt"
+  texts.write_text("Paris is the capital of France.\n"
+                   "The river flows to the sea.\n"
+                   "Anarchism is a political philosophy.\n")
+  rows = {}
+  for name, extra in (("fp32", []), ("bf16", bf16)):
+    out = tmp_path / f"{name}.jsonl"
+    result = _run("generate", f"--model_dir={finetuned}",
+                  f"--input_file={texts}", f"--output_file={out}",
+                  "--output_format=jsonl", "--max_length=16", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows[name] = [json.loads(l) for l in out.read_text().splitlines()]
+  assert len(rows["bf16"]) == 3
+  same = [a == b for fp32, bf16_ in zip(rows["fp32"], rows["bf16"])
+          for a, b in zip(fp32["tokens"], bf16_["tokens"])]
+  assert same and sum(same) >= 0.8 * len(same), same
+  trained_model.parse_run_config(str(finetuned), [], [b.removeprefix(
+      "--gin.").replace("=", " = ", 1) for b in bf16])
+  model = trained_model.load(str(finetuned),
+                             use_vocabulary=tasks.use_vocabulary)
+  assert {leaf.dtype for leaf in jax.tree.leaves(model.params)} == {
+      jax.numpy.dtype("bfloat16")}
