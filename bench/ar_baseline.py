@@ -2,7 +2,7 @@
 
 ELMER's claim is speed: all target tokens in one decoder pass instead of one
 pass per token. This times the alternative it replaces, Hugging Face's
-`BartForConditionalGeneration.generate` (greedy, KV cache, PyTorch on CPU) with
+`BartForConditionalGeneration.generate` (greedy, KV cache, PyTorch on CPU or a CUDA GPU) with
 the same shape as an `ElmerConfig`. Weights are random: speed does not depend
 on them, and `min_new_tokens` keeps `</s>` from ending a sequence early, so
 every run makes exactly `target_tokens` tokens per sequence. A timed call
@@ -39,8 +39,12 @@ def bart_config(config: ElmerConfig) -> transformers.BartConfig:
 def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
                      target_tokens: int, repeats: int, *,
                      threads: int | None = None, seed: int = 0,
-                     dtype: str = "float32") -> dict:
-  """Median seconds per batch of greedy `generate` with a KV cache, on CPU."""
+                     dtype: str = "float32", device: str = "cpu") -> dict:
+  """Median seconds per batch of greedy `generate` with a KV cache, on
+  `device` (`cpu` or `cuda`; a timed call ends when the GPU has finished)."""
+  if device == "cuda" and not torch.cuda.is_available():
+    raise ValueError("device='cuda' but torch sees no CUDA GPU (a CPU-only "
+                     "torch wheel, or no GPU on this host).")
   if source_length > config.max_positions:
     raise ValueError(f"source_length={source_length} exceeds the model's "
                      f"max_positions={config.max_positions}.")
@@ -51,11 +55,12 @@ def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
     torch.set_num_threads(threads)
   torch.manual_seed(seed)
   model = transformers.BartForConditionalGeneration(bart_config(config)).to(
-      getattr(torch, dtype)).eval()
+      device=device, dtype=getattr(torch, dtype)).eval()
   rng = np.random.default_rng(seed)
   # Ordinary tokens only: ids below 4 are <s>, <pad>, </s>, <unk> in presets.
   input_ids = torch.as_tensor(
-      rng.integers(4, config.vocab_size, (batch, source_length)))
+      rng.integers(4, config.vocab_size, (batch, source_length)),
+      device=device)
   attention_mask = torch.ones_like(input_ids)
 
   def generate() -> float:
@@ -64,6 +69,8 @@ def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
                          max_new_tokens=target_tokens,
                          min_new_tokens=target_tokens, num_beams=1,
                          do_sample=False, use_cache=True)
+    if device == "cuda":
+      torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     # The output starts with decoder_start_token_id.
     if out.shape != (batch, target_tokens + 1):
@@ -78,7 +85,8 @@ def time_bart_greedy(config: ElmerConfig, batch: int, source_length: int,
   return {
       "bench": "ar_baseline",
       "decoding": "greedy, KV cache",
-      "device": "cpu",
+      "device": (torch.cuda.get_device_name() if device == "cuda"
+                 else "cpu"),
       "threads": torch.get_num_threads(),
       "torch": torch.__version__,
       "transformers": transformers.__version__,

@@ -6,7 +6,8 @@ jit-compiled NAR decode of `target_tokens` slots (encoder included) against
 `transformers` greedy `generate` of a same-sized BART producing exactly
 `target_tokens` tokens with a KV cache (encoder included), on the same CPU
 with the same thread count and dtype (`--dtype`), at each batch size and
-source length; `speedup` = AR / NAR.
+source length; `speedup` = AR / NAR. On a GPU host (jax[cuda], a CUDA
+torch) both sides run on the GPU (`--ar_device`), the paper's setting.
 
 Early exit (with `--model_dir`, fine-tuned runs): for each batch size and
 entropy threshold, the average exit layer, the decoder layers the batches ran
@@ -43,6 +44,10 @@ flags.DEFINE_alias("source_length", "source_lengths")
 _TARGET = flags.DEFINE_integer("target_tokens", 64, "Decoder tokens.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls after a warm-up.")
 _THREADS = flags.DEFINE_integer("threads", 1, "CPU threads for both sides.")
+_AR_DEVICE = flags.DEFINE_enum(
+    "ar_device", "auto", ["auto", "cpu", "cuda"], "Where the AR side runs; "
+    "auto: cuda when JAX runs on a GPU (the NAR side runs on JAX's default "
+    "device), else cpu.")
 _SKIP_AR = flags.DEFINE_bool("skip_ar", False, "Time only ELMER.")
 _DTYPE = flags.DEFINE_enum(
     "dtype", "float32", ["float32", "bfloat16"], "Compute and weight dtype "
@@ -97,16 +102,29 @@ def _speed(gin_file: str) -> None:
                 "batch": batch, "source_length": source_length,
                 "target_tokens": _TARGET.value, "threads": _THREADS.value,
                 "cores": sorted(os.sched_getaffinity(0)),
-                "dtype": _DTYPE.value,
+                "dtype": _DTYPE.value, "device": _device_name(),
                 "load_average": os.getloadavg()[0], "nar": nar}
       if not _SKIP_AR.value:
         import ar_baseline
         ar = ar_baseline.time_bart_greedy(
             config, batch, source_length, _TARGET.value, _REPEATS.value,
-            threads=_THREADS.value, dtype=_DTYPE.value)
+            threads=_THREADS.value, dtype=_DTYPE.value,
+            device=_ar_device())
         result.update(ar=ar,
                       speedup=round(ar["median_s"] / nar["median_s"], 2))
       print(json.dumps(result), flush=True)
+
+
+def _device_name() -> str:
+  import jax
+  return jax.devices()[0].device_kind
+
+
+def _ar_device() -> str:
+  import jax
+  if _AR_DEVICE.value != "auto":
+    return _AR_DEVICE.value
+  return "cuda" if jax.default_backend() == "gpu" else "cpu"
 
 
 def _decode_all(decode_fn, params, rows) -> tuple[float, list]:
