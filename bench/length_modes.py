@@ -46,7 +46,7 @@ _GIN_FILE = flags.DEFINE_string(
     "recipe (experiments/finetune_sample_small.gin: the 6-layer model).")
 _INIT = flags.DEFINE_string("init_checkpoint", None, "Fine-tune from this "
                             "checkpoint's parameters (e.g. a `make demo` "
-                            "step directory) instead of from scratch.")
+                            "run directory) instead of from scratch.")
 _FOLDS = flags.DEFINE_integer("folds", 0, "--task=title only: cross-validate "
                               "over this many splits of the 96 articles.")
 _EVAL_STEP = flags.DEFINE_integer("eval_step", None, "Only decode this "
