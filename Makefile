@@ -33,8 +33,10 @@ lock:
 # The tiny ELMER pretrains (LPLM) on the bundled Wikipedia sample on CPU
 # (rerunning resumes from the last checkpoint; `make demo-clean` starts
 # over), is exported as a Hugging Face directory and generates with PyTorch.
+# Huge pages for XLA:CPU's per-step scratch memory (README: CPU hosts).
 DEMO_DIR ?= demo_run
 demo: $(INSTALLED)
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 \
 	XLA_FLAGS=--xla_force_host_platform_device_count=2 $(PY) -m elmer_jax.train \
 	  --gin_file=experiments/demo_sample_tiny.gin --model_dir=$(DEMO_DIR)
 	$(PY) -m elmer_jax.export --model_dir=$(DEMO_DIR) \
