@@ -60,6 +60,7 @@ def write_first_three_words(directory: str) -> dict[str, str]:
   """JSONL pairs: each paragraph's first sentence (8+ words) → its first
   three words; validation from the articles sample_wiki_elmer holds out."""
   held_out = tasks.pretraining.holdout_source(tasks.pretraining.SAMPLE_JSONL)
+  tf.io.gfile.makedirs(directory)
   files = {}
   for split in ("train", "validation"):
     path = os.path.join(directory, f"{split}.jsonl")
@@ -128,7 +129,10 @@ def run(task: str, model_dir: str, bindings: list[str]) -> dict:
               f"loop.TrainConfig.checkpoint_every={_STEPS.value // 3}",
               f"evaluation.EvalConfig.every={_STEPS.value // 3}",
               *([f"INIT_CHECKPOINT='{_INIT.value}'"]
-                if _INIT.value else []), *bindings]
+                if _INIT.value else []),
+              # Named in the run's config.gin, so that `generate` can decode
+              # the run without this script's tasks.
+              f"VOCABULARY={tasks.pretraining.SAMPLE_SPM!r}", *bindings]
   gin_utils.parse([_GIN_FILE.value], bindings)
   model_config = gin_utils.macro("MODEL_CONFIG")
   train_config = gin_utils.macro("TRAIN_CONFIG")
