@@ -24,7 +24,7 @@ import torch
 import tasks  # Registers the tasks.
 from elmer_jax import decoding, generation_eval, trained_model
 from elmer_jax.model import exit_decoder
-from tests import hf_reference
+from tests import helpers, hf_reference
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +53,33 @@ def test_max_length_decoding_ends_where_the_reference_ends(tmp_path):
   assert scores["max_length/length_within_1"] >= 0.75
   assert scores["max_length/words_within_1"] >= 0.90
   _check_early_stop(tmp_path, "pairs.decoder_length.ignore.600")
+
+
+def test_pretrained_model_gets_the_length_within_one_token(tmp_path):
+  """ELMER as meant: pretrained (the README's demo recipe), then fine-tuned
+  on the same pairs; its word knowledge fixes the long words that the
+  from-scratch model cuts short."""
+  pretrain = helpers.run_python(
+      "-m", "elmer_jax.train", "--gin_file=experiments/demo_sample_tiny.gin",
+      f"--model_dir={tmp_path / 'demo'}", timeout=1500, cwd=ROOT,
+      **helpers.subprocess_env(2), PYTHONPATH=ROOT)
+  assert pretrain.returncode == 0, pretrain.stderr[-3000:]
+  result = helpers.run_python(
+      os.path.join(ROOT, "bench", "length_modes.py"), "--task=pairs",
+      "--steps=600", f"--init_checkpoint={tmp_path / 'demo'}",
+      f"--work_dir={tmp_path}", timeout=1500, cwd=ROOT, PYTHONPATH=ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  scores = json.loads(result.stdout.strip().splitlines()[-1])
+  print(scores)
+  # Measured (bench/RESULTS.md, 2026-12-07, this command): max_length 70.65
+  # vs oracle 70.26, 92.4% of lengths within ±1 token, 98.4% in words; from
+  # scratch 84.8% / 95.2%, without spare slots 0.0%. The token bar sits
+  # between from-scratch and pretrained (run-to-run room of ~2 points); the
+  # others are the issue's goals.
+  assert scores["init_checkpoint"] and scores["examples"] >= 200
+  assert scores["max_length/rougeL"] >= scores["oracle/rougeL"] - 2.0
+  assert scores["max_length/length_within_1"] >= 0.88
+  assert scores["max_length/words_within_1"] >= 0.95
 
 
 def _check_early_stop(work_dir, run):
