@@ -100,6 +100,17 @@ def test_fused_head_loss_matches_plain_head_and_cross_entropy(
   _assert_trees_close(got, want, 1e-5)
 
 
+def test_fused_head_counts_a_target_tied_at_the_maximum_as_correct():
+  """argmax would pick the tie's first token; the fused head only asks
+  whether the target's logit is the largest (no extra vocabulary pass)."""
+  states = jnp.ones((1, 3, 1), jnp.float32)
+  table = jnp.zeros((6, 1), jnp.float32)
+  bias = jnp.asarray([0.0, 2.0, 0.0, 2.0, 1.0, 0.0], jnp.float32)
+  targets = jnp.asarray([[3, 1, 4]], jnp.int32)  # tied, tied-first, below
+  *_, correct = lm_head_loss.head_cross_entropy(states, table, bias, targets)
+  np.testing.assert_array_equal(correct, [[1.0, 1.0, 0.0]])
+
+
 def test_fused_head_loss_refuses_misshaped_targets():
   with pytest.raises(ValueError, match="targets have shape"):
     lm_head_loss.head_cross_entropy(jnp.zeros((2, 3, 4)), jnp.zeros((5, 4)),
