@@ -19,6 +19,7 @@ all 96 instead (four runs, each holding out a quarter), and prints each
 fold's line and their pooled figures.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -51,6 +52,9 @@ _FOLDS = flags.DEFINE_integer("folds", 0, "--task=title only: cross-validate "
                               "over this many splits of the 96 articles.")
 _EVAL_STEP = flags.DEFINE_integer("eval_step", None, "Only decode this "
                                   "checkpoint of the run (no training).")
+_BINDINGS = flags.DEFINE_multi_string(
+    "gin", [], "Extra gin bindings, after the script's own (e.g. a learning "
+    "rate, or evaluation every 50 steps); the run's name gets their hash.")
 
 TASKS = {"denoise": "sample_sentence_denoise_elmer",
          "title": "sample_title_elmer", "pairs": "first_three_words_elmer"}
@@ -132,7 +136,8 @@ def run(task: str, model_dir: str, bindings: list[str]) -> dict:
                 if _INIT.value else []),
               # Named in the run's config.gin, so that `generate` can decode
               # the run without this script's tasks.
-              f"VOCABULARY={tasks.pretraining.SAMPLE_SPM!r}", *bindings]
+              f"VOCABULARY={tasks.pretraining.SAMPLE_SPM!r}", *bindings,
+              *_BINDINGS.value]
   gin_utils.parse([_GIN_FILE.value], bindings)
   model_config = gin_utils.macro("MODEL_CONFIG")
   train_config = gin_utils.macro("TRAIN_CONFIG")
@@ -150,7 +155,7 @@ def run(task: str, model_dir: str, bindings: list[str]) -> dict:
   result = {"task": task, "recipe": _recipe(),
             "init_checkpoint": _INIT.value, "spare_slots": _SPARE.value,
             "spare_labels": _LABELS.value, "steps": _STEPS.value,
-            "slots": slots, "examples": len(examples),
+            "gin": _BINDINGS.value, "slots": slots, "examples": len(examples),
             "train_s": round(train_s, 1),
             "checkpoint": os.path.basename(model.checkpoint)}
   for mode in ("max_length", "oracle"):
@@ -193,7 +198,9 @@ def main(argv):
   name = ".".join([_TASK.value, _SPARE.value, _LABELS.value, str(_STEPS.value),
                    *([] if _recipe() == "finetune_sample_tiny"
                      else [_recipe()]),
-                   *(["pretrained"] if _INIT.value else [])])
+                   *(["pretrained"] if _INIT.value else []),
+                   *([hashlib.sha1("\n".join(_BINDINGS.value).encode())
+                      .hexdigest()[:8]] if _BINDINGS.value else [])])
   model_dir = os.path.join(_WORK.value, name)
   if _FOLDS.value:
     if _TASK.value != "title":
@@ -210,7 +217,7 @@ def main(argv):
     print(json.dumps({"task": "sample_title_elmer, cross-validated",
                       "recipe": _recipe(), "init_checkpoint": _INIT.value,
                       "spare_slots": _SPARE.value, "steps": _STEPS.value,
-                      **pooled(results)}))
+                      "gin": _BINDINGS.value, **pooled(results)}))
     return
   task, bindings = TASKS[_TASK.value], []
   if _TASK.value == "title":  # Fewer held-out articles than one batch.
