@@ -4,8 +4,10 @@ Fine-tunes the tiny ELMER from scratch (experiments/finetune_sample_tiny.gin,
 lengths 32; --gin_file picks another recipe) on one task with one spare-slot setting, then decodes the
 validation split two ways: `max_length` with `generate`'s default slots (the
 run's decoder_length), cut at the first `</s>`, and `oracle` (reference
-lengths). Prints one JSON line: ROUGE-L of both, the gap, and the share of
-outputs whose token count (and word count) is within ±1 of the reference's.
+lengths). Prints one JSON line: ROUGE-L of both, the gap, the share of
+outputs whose token count (and word count) is within ±1 of the reference's,
+and the share a length prior gets (one length for all, the best on the
+training targets).
 
   python bench/length_modes.py --task=pairs --spare_slots=decoder_length \
       --work_dir=/tmp/length_modes [--steps=300] [--eval_step=N]
@@ -90,6 +92,16 @@ def length_share(predictions, examples) -> float:
   return float(np.mean(close))
 
 
+def prior_share(train_examples, examples) -> float:
+  """The share a length prior gets within ±1: one length for every output,
+  the one that is within ±1 of the most training targets."""
+  train = np.array([ex["target_length"] for ex in train_examples])
+  best = max(range(1, int(train.max()) + 1),
+             key=lambda n: np.mean(np.abs(train - n) <= 1))
+  return float(np.mean([abs(ex["target_length"] - best) <= 1
+                        for ex in examples]))
+
+
 def word_share(predictions) -> float:
   """Share of outputs whose word count is within ±1 of the reference's (the
   issue's first measure: 3 ± 1 words)."""
@@ -152,6 +164,8 @@ def run(task: str, model_dir: str, bindings: list[str]) -> dict:
   slots = train_config.decoder_length
   examples = generation_eval.read_examples(
       task, "validation", train_config.encoder_length, slots)
+  train_examples = generation_eval.read_examples(
+      task, "train", train_config.encoder_length, slots)
   result = {"task": task, "recipe": _recipe(),
             "init_checkpoint": _INIT.value, "spare_slots": _SPARE.value,
             "spare_labels": _LABELS.value, "steps": _STEPS.value,
@@ -173,6 +187,9 @@ def run(task: str, model_dir: str, bindings: list[str]) -> dict:
                                       predictions[:3]]
   result["gap"] = round(result["oracle/rougeL"] - result["max_length/rougeL"],
                         2)
+  # What ±1 means on this task: a length that ignores the input gets this.
+  result["prior/length_within_1"] = round(
+      prior_share(train_examples, examples), 3)
   return result
 
 
@@ -180,7 +197,8 @@ def pooled(results: list[dict]) -> dict:
   """The folds' figures over all their validation examples (each fold's
   means weighted by its examples)."""
   total = sum(r["examples"] for r in results)
-  keys = [k for k in results[0] if k.startswith(("max_length/", "oracle/"))
+  keys = [k for k in results[0]
+          if k.startswith(("max_length/", "oracle/", "prior/"))
           and not k.endswith("samples")]
   out = {"folds": len(results), "examples": total}
   for key in keys:
