@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from elmer_jax.data import vocabularies
 from elmer_jax.model import exit_decoder, off_ramp
 from elmer_jax.model.config import ElmerConfig
 
@@ -300,6 +299,9 @@ def generate_text(model_config: ElmerConfig, params: Any, vocabulary,
   positions), with one warning for all cut inputs. Returns per text its `text`, output `tokens`
   and their `exit_layers`.
   """
+  # seqio (and TensorFlow) for text only: decoding ids needs neither, so
+  # bench/generation.py runs on a GPU host's image without them.
+  from elmer_jax.data import vocabularies
   if decode_config.length_mode != "max_length":
     raise ValueError("generate_text has no reference lengths; use "
                      "DecodeConfig.length_mode='max_length'.")

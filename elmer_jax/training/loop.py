@@ -12,7 +12,6 @@ non-finite loss found then names its step. A window is checked before its
 checkpoint is written, so a diverged state never becomes the latest.
 """
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -20,7 +19,6 @@ import signal
 import time
 from typing import Callable, Optional
 
-import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -34,8 +32,9 @@ from elmer_jax.training.checkpoints import (EVAL_LOSS, Checkpointer,
                                             check_params_checkpoint,
                                             restore_params)
 from elmer_jax.training.metrics_writer import MetricsWriter
-from elmer_jax.training.train_step import (ObjectiveConfig, TrainState,
-                                           init_train_state, make_train_step)
+from elmer_jax.training import program as program_lib
+from elmer_jax.training.program import Program
+from elmer_jax.training.train_step import ObjectiveConfig, TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,49 +173,13 @@ class _Window:
     return dict(sums, learning_rate=host[-1]["learning_rate"])
 
 
-@dataclasses.dataclass(frozen=True)
-class Program:
-  """The compiled-to-be pieces of a run: mesh, shardings, state init and the
-  jitted step. Trace and run them inside `context()`."""
-
-  mesh: jax.sharding.Mesh
-  rules: partitioning.Rules
-  data_sharding: jax.sharding.NamedSharding
-  shardings: TrainState
-  abstract: TrainState  # ShapeDtypeStructs carrying the shardings.
-  init: Callable[[], TrainState]  # A fresh, sharded state.
-  step: Callable  # jitted (state, batch) -> (state, metrics); donates state.
-
-  def context(self) -> contextlib.AbstractContextManager:
-    stack = contextlib.ExitStack()
-    stack.enter_context(jax.set_mesh(self.mesh))
-    stack.enter_context(nn.logical_axis_rules(list(self.rules)))
-    return stack
-
-
 def build(model_config: ElmerConfig, config: TrainConfig) -> Program:
-  """Mesh, shardings and the jitted train step for `config` (no data, no
-  compilation yet); checks the mesh and the batch against the devices."""
-  mesh = partitioning.make_mesh(config.mesh)
-  partitioning.check_batch_size(config.batch_size, mesh, config.rules)
-  data_sharding = partitioning.data_sharding(mesh, config.rules)
-  optimizer = optim.make_optimizer(config.optimizer)
-  step_fn = make_train_step(model_config, optimizer, config.objective,
-                            config.seed,
-                            optim.learning_rate_schedule(config.optimizer))
-  init = lambda: init_train_state(model_config, optimizer,
-                                  jax.random.key(config.seed), boxed=True)
-  boxed = jax.eval_shape(init)
-  shardings = partitioning.state_shardings(boxed, mesh, config.rules)
-  abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      nn.unbox(boxed), shardings)
-  return Program(
-      mesh=mesh, rules=config.rules, data_sharding=data_sharding,
-      shardings=shardings, abstract=abstract,
-      init=jax.jit(lambda: nn.unbox(init()), out_shardings=shardings),
-      step=jax.jit(step_fn, in_shardings=(shardings, data_sharding),
-                   out_shardings=(shardings, None), donate_argnums=0))
+  """`program.build` with the run's mesh, rules, batch, objective,
+  optimizer and seed."""
+  return program_lib.build(
+      model_config, batch_size=config.batch_size, mesh=config.mesh,
+      rules=config.rules, objective=config.objective,
+      optimizer=config.optimizer, seed=config.seed)
 
 
 def train(model_config: ElmerConfig, config: TrainConfig,

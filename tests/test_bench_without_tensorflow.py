@@ -1,0 +1,69 @@
+"""The speed benches run where TensorFlow and seqio are not installed.
+
+A GPU host's image holds jax, flax, optax, torch and transformers but not
+TensorFlow or seqio, and nothing can be installed there beyond a few
+carried wheels (gin-config), so the step and decode benches must not
+import the input pipeline. Each bench runs here in a subprocess whose
+imports of those packages fail as an absent package's would.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+_ABSENT = ("tensorflow", "seqio", "tensorflow_datasets", "tensorflow_text")
+# Runs a script with the packages above missing (a finder that refuses
+# them before any other is asked).
+_RUNNER = f"""
+import importlib.abc, runpy, sys
+class Absent(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path, target=None):
+    if name.split(".")[0] in {_ABSENT!r}:
+      raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Absent())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _bench(script, *args):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(ROOT / "gin_configs"), str(ROOT)]))
+  result = subprocess.run(
+      [sys.executable, "-c", _RUNNER, str(ROOT / "bench" / script), *args],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return [json.loads(line) for line in result.stdout.splitlines()
+          if line.startswith("{")]
+
+
+@pytest.mark.integration
+def test_train_step_bench_runs_without_tensorflow():
+  (result,) = _bench("train_throughput.py", "--gin_file=models/tiny.gin",
+                     "--batch=8", "--encoder_length=32",
+                     "--decoder_length=32", "--steps=2", "--fused_loss")
+  assert result["step_s"] > 0 and result["objective"]["fused_loss"]
+  assert 0 < result["loss"] < 20
+
+
+@pytest.mark.integration
+def test_decode_bench_runs_without_tensorflow():
+  (result,) = _bench("generation.py", "--gin_file=models/tiny.gin",
+                     "--batches=1", "--source_lengths=32", "--repeats=2",
+                     "--skip_ar")
+  assert result["nar"]["median_s"] > 0 and result["batch"] == 1
+
+
+@pytest.mark.integration
+def test_the_runner_hides_tensorflow():
+  """The two checks above mean something only if the runner's finder really
+  hides the packages."""
+  probe = _RUNNER.split("sys.argv")[0] + "import seqio\n"
+  result = subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode != 0 and "No module named 'seqio'" in result.stderr
