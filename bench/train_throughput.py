@@ -42,6 +42,7 @@ from elmer_jax.objectives import EXIT_SAMPLING
 from elmer_jax.training import optimizer as optim
 from elmer_jax.training import program as program_lib
 from elmer_jax.training.train_step import DROPOUT_PRNGS, ObjectiveConfig
+import profile_ops  # bench/, the script's directory
 
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", ["models/tiny.gin"],
                                        "Gin files defining MODEL_CONFIG.")
@@ -67,6 +68,9 @@ _DROPOUT_PRNG = flags.DEFINE_enum("dropout_prng", "threefry2x32",
 _PEER = flags.DEFINE_bool("peer", False, "Also time the PyTorch peer.")
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Timed rounds of --steps steps "
                                "(with --peer, each round times both sides).")
+_PROFILE_TOP = flags.DEFINE_integer(
+    "profile_top", 0, "Then trace --steps more steps and add the N ops of "
+    "most time per step (`top_ops`).")
 
 
 def _batch(config, batch: int, enc: int, dec: int) -> dict[str, np.ndarray]:
@@ -134,6 +138,15 @@ def main(argv):
           peer_loss = peer_step()
         theirs.append((time.perf_counter() - start) / _STEPS.value)
     step_s = float(np.median(ours))
+    top = None
+    if _PROFILE_TOP.value:
+      def traced_steps():
+        nonlocal state, metrics
+        for _ in range(_STEPS.value):
+          state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+      top = profile_ops.top_ops(traced_steps, compiled.as_text(),
+                                _STEPS.value, _PROFILE_TOP.value)
 
   model_flops = _BATCH.value * flops.train_flops(model_config, _ENC_LEN.value,
                                                  _DEC_LEN.value)
@@ -188,6 +201,8 @@ def main(argv):
     ratios = [t / o for o, t in zip(ours, theirs)]
     result["throughput_ratio"] = round(float(np.median(ratios)), 3)
     result["throughput_ratio_per_round"] = [round(r, 3) for r in ratios]
+  if top is not None:
+    result["top_ops"] = top
   result["load_average"] = os.getloadavg()
   print(json.dumps(result))
 

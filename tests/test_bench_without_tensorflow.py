@@ -20,13 +20,14 @@ _ABSENT = ("tensorflow", "seqio", "tensorflow_datasets", "tensorflow_text")
 # Runs a script with the packages above missing (a finder that refuses
 # them before any other is asked).
 _RUNNER = f"""
-import importlib.abc, runpy, sys
+import importlib.abc, os, runpy, sys
 class Absent(importlib.abc.MetaPathFinder):
   def find_spec(self, name, path, target=None):
     if name.split(".")[0] in {_ABSENT!r}:
       raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 sys.meta_path.insert(0, Absent())
 sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # As `python script.py`.
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -46,9 +47,14 @@ def _bench(script, *args):
 def test_train_step_bench_runs_without_tensorflow():
   (result,) = _bench("train_throughput.py", "--gin_file=models/tiny.gin",
                      "--batch=8", "--encoder_length=32",
-                     "--decoder_length=32", "--steps=2", "--fused_loss")
+                     "--decoder_length=32", "--steps=2", "--fused_loss",
+                     "--profile_top=3")
   assert result["step_s"] > 0 and result["objective"]["fused_loss"]
   assert 0 < result["loss"] < 20
+  # The trace's ops, named as in the compiled HLO, busiest first.
+  times = [op["ms"] for op in result["top_ops"]]
+  assert len(times) == 3 and times == sorted(times, reverse=True)
+  assert all(op["op_name"].startswith("jit(step)") for op in result["top_ops"])
 
 
 @pytest.mark.integration
