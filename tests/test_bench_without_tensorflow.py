@@ -73,3 +73,26 @@ def test_the_runner_hides_tensorflow():
   result = subprocess.run([sys.executable, "-c", probe], capture_output=True,
                           text=True, timeout=60)
   assert result.returncode != 0 and "No module named 'seqio'" in result.stderr
+
+
+@pytest.mark.integration
+def test_device_checks_script_runs_every_check_at_toy_sizes(tmp_path):
+  """bench/device_checks.sh is what a GPU session runs in its few minutes:
+  every check must produce its JSON line, none a failure."""
+  result = subprocess.run(
+      ["bash", str(ROOT / "bench" / "device_checks.sh"), str(tmp_path),
+       "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, PYTHON=sys.executable))
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [json.loads(line) for line in
+           (tmp_path / "device_checks.jsonl").read_text().splitlines()]
+  assert [line["check"] for line in lines] == [
+      "environment", "step_before", "step_after", "decode_bf16",
+      "decode_fp32"]
+  assert not [line for line in lines if "failed" in line]
+  before, after = lines[1], lines[2]
+  assert before["dtype"] == after["dtype"] == "bfloat16"
+  assert after["objective"]["fused_loss"] and not before["objective"][
+      "fused_loss"]
+  assert len(after["top_ops"]) == 15 and "mfu" in after
+  assert lines[3]["speedup"] > 0 and lines[4]["dtype"] == "float32"
