@@ -7,9 +7,9 @@ over the vocabulary is done in fp32, and the backward pass is `softmax -
 one_hot` written elementwise (an iota compare, no scatter) followed by the two
 matmuls of the head, laid out so that XLA:CPU never transposes the (tokens,
 vocab) gradient. The vocabulary is padded to a multiple of `vocab_multiple`
-at compute time only: padded columns get -inf logits (a -inf
-bias on zero rows), so the result equals the unpadded head without a mask;
-parameters and checkpoints are unchanged.
+at compute time only: padded columns get -inf logits (a -inf bias on zero
+rows), so the result equals the unpadded head without a mask; parameters and
+checkpoints are unchanged.
 """
 
 import functools
