@@ -39,12 +39,11 @@ log="$out/device_checks.jsonl"
 if [ "$smoke" = --smoke ]; then
   model=models/tiny.gin; shape=(--batch=8 --encoder_length=32
                                  --decoder_length=32 --steps=2)
-  attention=xla; decode=(--batches=1 --source_lengths=32 --repeats=2)
+  attention=xla; sources=32; decode=(--batches=1 --repeats=2)
 else
   model=models/base.gin; shape=(--batch=32 --encoder_length=512
                                  --decoder_length=512 --steps=10)
-  attention=cudnn; decode=(--batches=1,32 --source_lengths=64,256
-                           --repeats=5)
+  attention=cudnn; sources=64,256; decode=(--batches=1,32 --repeats=5)
 fi
 
 run() {  # A name, a time limit in seconds, then the command.
@@ -73,7 +72,6 @@ run step_after 240 "$py" bench/train_throughput.py --gin_file=$model \
   --exit_sampling=permutation --fused_loss --skip_exited_tokens \
   --dropout_prng=unsafe_rbg
 run decode_bf16 240 "$py" bench/generation.py --gin_file=$model \
-  "${decode[@]}" --dtype=bfloat16
+  --source_lengths=$sources "${decode[@]}" --dtype=bfloat16
 run decode_fp32 120 "$py" bench/generation.py --gin_file=$model \
-  --batches=1 --source_lengths="${decode[1]#--source_lengths=}" \
-  --repeats=5 --dtype=float32
+  --batches=1 --source_lengths=$sources --repeats=5 --dtype=float32

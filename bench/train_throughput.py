@@ -3,9 +3,8 @@ microbatching) on synthetic batches shaped like the pipeline's; prints JSON.
 
 The step is `program.build(...).step`, exactly what `python -m
 elmer_jax.train` runs, so this measures the trainer without the input
-pipeline (and needs neither TensorFlow nor seqio: a GPU host's image runs it
-with gin-config added) (see
-bench/data_pipeline.py for that). MFU = model matmul FLOPs
+pipeline (bench/data_pipeline.py times that) and needs neither TensorFlow
+nor seqio: a GPU host's image runs it with gin-config added. MFU = model matmul FLOPs
 (`elmer_jax/flops.py`) / step time / (peak_tflops * 1e12 * devices).
 
   python bench/train_throughput.py --gin_file=models/tiny.gin

@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from tests import helpers
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 _ABSENT = ("tensorflow", "seqio", "tensorflow_datasets", "tensorflow_text")
 # Runs a script with the packages above missing (a finder that refuses
@@ -33,11 +35,10 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def _bench(script, *args):
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [str(ROOT / "gin_configs"), str(ROOT)]))
-  result = subprocess.run(
-      [sys.executable, "-c", _RUNNER, str(ROOT / "bench" / script), *args],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  result = helpers.run_python(
+      "-c", _RUNNER, str(ROOT / "bench" / script), *args, timeout=300,
+      cwd=ROOT, PYTHONPATH=os.pathsep.join([str(ROOT / "gin_configs"),
+                                            str(ROOT)]))
   assert result.returncode == 0, result.stderr[-3000:]
   return [json.loads(line) for line in result.stdout.splitlines()
           if line.startswith("{")]
@@ -70,8 +71,7 @@ def test_the_runner_hides_tensorflow():
   """The two checks above mean something only if the runner's finder really
   hides the packages."""
   probe = _RUNNER.split("sys.argv")[0] + "import seqio\n"
-  result = subprocess.run([sys.executable, "-c", probe], capture_output=True,
-                          text=True, timeout=60)
+  result = helpers.run_python("-c", probe, timeout=60)
   assert result.returncode != 0 and "No module named 'seqio'" in result.stderr
 
 

@@ -73,16 +73,18 @@ def main(argv):
         f"Metrics:     {os.path.join(_MODEL_DIR.value, 'metrics.jsonl')}")
 
 
+_HUGE_PAGES = "glibc.malloc.hugetlb=1"
+
+
 def _hint_huge_pages() -> None:
   """XLA:CPU maps each step's scratch memory afresh, and in 4 KiB pages an
   ELMER-base step faults ~390,000 of them; huge pages can only be asked for
   before Python starts (README: CPU hosts)."""
   if (jax.default_backend() == "cpu" and sys.platform == "linux"
-      and "glibc.malloc.hugetlb=1" not in os.environ.get("GLIBC_TUNABLES",
-                                                          "")):
-    console.info("CPU: start with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 for "
-                 "faster steps (huge pages for XLA's scratch memory; README, "
-                 "CPU hosts)")
+      and _HUGE_PAGES not in os.environ.get("GLIBC_TUNABLES", "")):
+    console.info(f"CPU: start with GLIBC_TUNABLES={_HUGE_PAGES} for faster "
+                 "steps (huge pages for XLA's scratch memory; README, CPU "
+                 "hosts)")
 
 
 def run() -> None:
